@@ -1,0 +1,106 @@
+// Errors for bad inventories and bad --limit patterns. Both are "bad input" errors: the CLI prints
+// `.message` as is (no stack trace). Messages never contain the value of a password variable.
+
+export interface Problem {
+  /** the inventory file as the user named it ('' when not about a file, e.g. --limit) */
+  file: string;
+  /** 1-based line of the offending key or value; 0 when the problem is about the whole file */
+  line: number;
+  /** where in the inventory: `all.children.kube_node.hosts.node3.ansible_port` (YAML) or
+   *  `[kube_node] node3 ansible_port` (INI); '' when there is no key to name */
+  key: string;
+  /** what was expected (and what was found, unless it is a secret) */
+  message: string;
+}
+
+/** `inventory/prod.yaml:12: all.hosts.node3.ansible_port: expected an integer port 1-65535, got "70000"` */
+export function formatProblem(p: Problem): string {
+  let out = '';
+  if (p.file) out += p.line > 0 ? `${p.file}:${p.line}: ` : `${p.file}: `;
+  if (p.key) out += `${p.key}: `;
+  return out + p.message;
+}
+
+/** Every problem found in one inventory file (all of them, not just the first). */
+export class InventoryError extends Error {
+  override name = 'InventoryError';
+  readonly problems: Problem[];
+
+  constructor(problems: Problem[]) {
+    const sorted = sortProblems(problems);
+    super(sorted.map(formatProblem).join('\n'));
+    this.problems = sorted;
+  }
+}
+
+/**
+ * A --limit pattern that selects nothing (or selects hosts that are not targets): a usage error, not
+ * an inventory error, so it is deliberately not an InventoryError. Same shape: `.problems`, and a
+ * `.message` with one `--limit: ...` line per problem.
+ */
+export class LimitError extends Error {
+  override name = 'LimitError';
+  readonly problems: Problem[];
+
+  constructor(problems: Problem[]) {
+    super(problems.map(formatProblem).join('\n'));
+    this.problems = problems;
+  }
+}
+
+function sortProblems(problems: Problem[]): Problem[] {
+  // Stable: problems on the same line keep the order they were found in.
+  return problems
+    .map((p, i) => ({ p, i }))
+    .sort((a, b) => (a.p.file === b.p.file ? a.p.line - b.p.line || a.i - b.i : a.i - b.i))
+    .map(({ p }) => p);
+}
+
+/**
+ * How a found value is shown in a message: scalars quoted (`"70000"`, `"maybe"`), long ones cut,
+ * control characters escaped; collections by kind. Never call this on a secret.
+ */
+export function showValue(v: unknown): string {
+  if (v === null || v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (v instanceof Map || typeof v === 'object') return 'a map';
+  return quote(String(v));
+}
+
+/** A name or token in a message, quoted and cut like showValue. */
+export function quote(s: string, max = 60): string {
+  const cut = s.length > max ? s.slice(0, max - 3) + '...' : s;
+  return JSON.stringify(cut);
+}
+
+/** Edit distance (with adjacent transpositions) used for "did you mean" suggestions. */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = [];
+  for (let i = 0; i <= a.length; i++) {
+    d[i] = [i];
+  }
+  for (let j = 0; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The closest candidate within edit distance 2 (first one wins a tie), if any. */
+export function suggest(name: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = 3;
+  for (const c of candidates) {
+    const dist = editDistance(name, c);
+    if (dist < bestD) {
+      best = c;
+      bestD = dist;
+    }
+  }
+  return best;
+}

@@ -1,0 +1,79 @@
+// Entry points: read an inventory file, tell YAML from INI, validate, resolve.
+
+import { stat, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { InventoryError } from './errors.ts';
+import { parseIniInventory } from './parse-ini.ts';
+import { parseYamlInventory } from './parse-yaml.ts';
+import type { InventoryFormat } from './raw.ts';
+import { resolveInventory } from './resolve.ts';
+import type { Inventory } from './types.ts';
+
+export { selectTargets } from './limit.ts';
+
+export const MAX_INVENTORY_BYTES = 10 * 1024 * 1024;
+
+/**
+ * `.yaml` / `.yml` / `.json` -> YAML; `.ini` / `.cfg` -> INI; anything else (no extension, e.g.
+ * Ansible's `hosts`) by content: a first meaningful line starting with `[` is INI, one that looks
+ * like a YAML key (`all:`) or `---` is YAML, anything else (`node1 ansible_host=...`) is INI.
+ */
+export function detectFormat(text: string, file: string): InventoryFormat {
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.yaml' || ext === '.yml' || ext === '.json') return 'yaml';
+  if (ext === '.ini' || ext === '.cfg') return 'ini';
+  for (const raw of text.split(/\r\n|\n|\r/)) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    if (line.startsWith('[')) return 'ini';
+    if (line.startsWith('---') || line.startsWith('{') || /^[^\s=]+:(\s|$)/.test(line)) return 'yaml';
+    return 'ini';
+  }
+  return 'yaml';
+}
+
+/** The pure core: text -> resolved inventory. `file` names the file in messages and anchors relative paths. */
+export function parseInventoryText(text: string, file: string): Inventory {
+  if (Buffer.byteLength(text, 'utf8') > MAX_INVENTORY_BYTES) {
+    throw new InventoryError([{ file, line: 0, key: '', message: tooBig() }]);
+  }
+  const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  const raw = detectFormat(body, file) === 'ini' ? parseIniInventory(body, file) : parseYamlInventory(body, file);
+  return resolveInventory(raw, { baseDir: path.dirname(path.resolve(file)) });
+}
+
+/** Reads, detects the format, validates and resolves. Bad input throws InventoryError (all problems at once). */
+export async function loadInventory(file: string): Promise<Inventory> {
+  const fail = (message: string): never => {
+    throw new InventoryError([{ file, line: 0, key: '', message }]);
+  };
+  let size: number;
+  try {
+    const st = await stat(file);
+    if (st.isDirectory()) fail('is a directory; pass the inventory file itself (inventory.ini or hosts.yaml)');
+    if (!st.isFile()) fail('is not a regular file');
+    size = st.size;
+  } catch (e) {
+    if (e instanceof InventoryError) throw e;
+    return fail(`cannot read the inventory file (${describeIoError(e)})`);
+  }
+  if (size > MAX_INVENTORY_BYTES) fail(tooBig());
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    return fail(`cannot read the inventory file (${describeIoError(e)})`);
+  }
+  return parseInventoryText(text, file);
+}
+
+function tooBig(): string {
+  return `expected an inventory file of at most 10 MiB; this one is larger (is it the right file?)`;
+}
+
+function describeIoError(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  return code ?? (e instanceof Error ? e.message : String(e));
+}

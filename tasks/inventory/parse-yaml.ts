@@ -1,0 +1,360 @@
+// Ansible's YAML inventory format -> the raw tree (raw.ts), with a line for everything.
+//
+//   all:                      # top-level keys are groups; groups other than `all` are children of all
+//     hosts: {node1: {ansible_host: 10.0.0.1}}
+//     vars: {ansible_user: ubuntu}
+//     children:
+//       kube_node:            # a group: a map of hosts / children / vars, or nothing
+//         hosts: {node1: }
+//
+// The document is parsed once and walked as a node tree, so every problem can name its line and key
+// path. A repeated key anywhere is an error (findDuplicateKeys); aliases are resolved once, and the
+// document is expanded with a small alias budget first, so an alias bomb cannot expand.
+
+import {
+  type Alias,
+  type Document,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  type Node,
+  type Pair,
+  parseDocument,
+  visit,
+  type YAMLMap,
+} from 'yaml';
+import { type Problem, showValue, suggest } from './errors.ts';
+import { parseHostPattern } from './host-range.ts';
+import { groupNameProblem, looksSecret, type RawGroup, type RawHost, type RawInventory, type RawVar, safeKeyPart } from './raw.ts';
+
+/** Alias expansions allowed in one document (yaml's count: uses x size of the anchored node). */
+export const MAX_YAML_ALIASES = 50;
+/** Alias nodes allowed in one document (each may be cheap, but thousands are no inventory). */
+export const MAX_YAML_ALIAS_NODES = 1000;
+
+const GROUP_KEYS = ['hosts', 'children', 'vars'] as const;
+
+interface Entry {
+  key: string;
+  /** the value node, aliases resolved; null for `key:` with nothing */
+  value: Node | null;
+  line: number;
+}
+
+export function parseYamlInventory(text: string, file: string): RawInventory {
+  const problems: Problem[] = [];
+  const out: RawInventory = { file, format: 'yaml', groups: [], problems, fatal: false };
+  const add = (line: number, key: string, message: string): void => {
+    problems.push({ file, line, key, message });
+  };
+
+  const lc = new LineCounter();
+  // uniqueKeys is off on purpose: yaml checks it with a linear scan per key (quadratic: a 20,000-host map
+  // takes seconds, a 10 MiB file minutes). findDuplicateKeys does the same check in one pass.
+  const doc = parseDocument(text, { uniqueKeys: false, merge: true, lineCounter: lc, prettyErrors: false });
+  const lineAt = (offset: number): number => lc.linePos(offset).line;
+  const lineOf = (node: Node | null | undefined, fallback: number): number =>
+    node?.range ? lineAt(node.range[0]) : fallback;
+
+  // 1. Syntax. A document that does not parse is reported and not looked at further.
+  const syntax = doc.errors;
+  for (const e of syntax) add(lineAt(e.pos[0]), '', `YAML syntax error: ${firstLine(e.message)}`);
+  if (syntax.length) {
+    out.fatal = true;
+    return out;
+  }
+
+  // 2. Aliases: unresolved, recursive, or too many expansions (alias bombs).
+  const aliases = checkAliases(doc, lineAt);
+  if (!aliases.ok) {
+    add(aliases.line, '', aliases.message);
+    out.fatal = true;
+    return out;
+  }
+
+  // 3. Repeated keys, named by path. The walk below keeps the first one.
+  for (const d of findDuplicateKeys(doc, lineAt)) add(d.line, d.key, d.message);
+
+  const deref = (node: unknown): Node | null => {
+    if (isAlias(node)) return aliases.targets.get(node) ?? null;
+    return (node as Node | null) ?? null;
+  };
+
+  const keyText = (node: unknown): string | undefined => {
+    const n = deref(node);
+    if (!isScalar(n) || n.value === null || n.value === undefined) return undefined;
+    if (typeof n.value === 'string') return n.value;
+    return n.source ?? String(n.value);
+  };
+
+  const isMergePair = (pair: Pair): boolean => {
+    const k = deref(pair.key);
+    return isScalar(k) && typeof k.value === 'symbol';
+  };
+
+  /** The entries of a map: merge keys (`<<: *defaults`) expanded, explicit keys winning, repeats dropped. */
+  const entries = (map: YAMLMap, path: string): Entry[] => {
+    const explicit = new Set<string>();
+    for (const pair of map.items) {
+      if (!isMergePair(pair)) {
+        const k = keyText(pair.key);
+        if (k !== undefined) explicit.add(k);
+      }
+    }
+    const result: Entry[] = [];
+    const have = new Set<string>();
+    for (const pair of map.items) {
+      if (isMergePair(pair)) {
+        const v = deref(pair.value);
+        const sources = isSeq(v) ? v.items.map(deref) : [v];
+        for (const src of sources) {
+          if (!isMap(src)) continue; // yaml itself rejects merging a non-map
+          for (const e of entries(src, path)) {
+            if (!explicit.has(e.key) && !have.has(e.key)) {
+              have.add(e.key);
+              result.push(e);
+            }
+          }
+        }
+        continue;
+      }
+      const key = keyText(pair.key);
+      const line = lineOf(pair.key as Node | null, lineOf(map, 1));
+      if (key === undefined) {
+        add(line, path, `expected a name as key, got ${describe(deref(pair.key), path)}`);
+        continue;
+      }
+      if (have.has(key)) continue; // a repeated key: reported above
+      have.add(key);
+      const value = deref(pair.value);
+      result.push({ key, value: isNothing(value) ? null : value, line });
+    }
+    return result;
+  };
+
+  const toValue = (node: Node | null): unknown =>
+    node === null ? null : node.toJS(doc, { maxAliasCount: MAX_YAML_ALIASES });
+
+  const parseVars = (node: Node | null, path: string, line: number, what: string): RawVar[] => {
+    if (node === null) return [];
+    if (!isMap(node)) {
+      add(line, path, `expected a map of ${what} (name: value), got ${describe(node, path)}`);
+      return [];
+    }
+    return entries(node, path).map((e): RawVar => {
+      const v: RawVar = { name: e.key, value: toValue(e.value), line: e.line, key: `${path}.${safeKeyPart(e.key)}` };
+      if (isSeq(e.value)) v.itemLines = e.value.items.map((it) => lineOf(it as Node, e.line));
+      return v;
+    });
+  };
+
+  const parseHosts = (group: RawGroup, node: Node | null, path: string, line: number): void => {
+    if (node === null) return;
+    if (!isMap(node)) {
+      add(line, path, `expected a map of host names (like "node1: {ansible_host: 10.0.0.1}"), got ${describe(node, path)}`);
+      return;
+    }
+    for (const e of entries(node, path)) {
+      const key = `${path}.${safeKeyPart(e.key)}`;
+      const pattern = parseHostPattern(e.key);
+      if (!pattern.ok) {
+        add(e.line, key, pattern.message);
+        continue;
+      }
+      let vars: RawVar[] = [];
+      if (e.value !== null && !isMap(e.value)) {
+        add(
+          e.line,
+          key,
+          `expected a map of host variables (or nothing), got ${describe(e.value, e.key)}` +
+            (looksSecret(e.key) ? '' : `; to set the address write "${e.key}: {ansible_host: ...}"`),
+        );
+      } else {
+        vars = parseVars(e.value, key, e.line, 'host variables');
+      }
+      const host: RawHost = { pattern: e.key, names: pattern.names, vars, line: e.line, key };
+      if (pattern.port !== undefined) {
+        host.vars.unshift({ name: 'ansible_port', value: pattern.port, line: e.line, key: `${key} (port)` });
+      }
+      group.hosts.push(host);
+    }
+  };
+
+  const active = new Set<Node>();
+  const parseGroup = (name: string, node: Node | null, path: string, line: number, parent: RawGroup | null): void => {
+    const nameProblem = groupNameProblem(name);
+    if (nameProblem) {
+      add(line, path, nameProblem);
+      return;
+    }
+    const group: RawGroup = { name, line, key: path, topLevel: parent === null, hosts: [], children: [], vars: [] };
+    out.groups.push(group);
+    parent?.children.push({ name, line, key: path });
+    if (node === null) return;
+    if (!isMap(node)) {
+      add(line, path, `expected a group: a map with hosts, children and/or vars (or nothing), got ${describe(node, name)}`);
+      return;
+    }
+    if (active.has(node)) return; // an aliased group inside itself; checkAliases reports recursion
+    active.add(node);
+    for (const e of entries(node, path)) {
+      const key = `${path}.${safeKeyPart(e.key)}`;
+      if (e.key === 'hosts') parseHosts(group, e.value, key, e.line);
+      else if (e.key === 'vars') group.vars.push(...parseVars(e.value, key, e.line, 'group variables'));
+      else if (e.key === 'children') {
+        if (e.value === null) continue;
+        if (!isMap(e.value)) {
+          add(e.line, key, `expected a map of group names (like "kube_node: {hosts: ...}"), got ${describe(e.value, key)}`);
+          continue;
+        }
+        for (const c of entries(e.value, key)) parseGroup(c.key, c.value, `${key}.${safeKeyPart(c.key)}`, c.line, group);
+      } else {
+        const s = suggest(e.key, GROUP_KEYS);
+        add(e.line, key, `unknown key in a group; expected hosts, children or vars${s ? ` (did you mean ${s}?)` : ''}`);
+      }
+    }
+    active.delete(node);
+  };
+
+  // 4. The walk.
+  const root = deref(doc.contents);
+  if (root === null || isNothing(root)) return out; // empty: resolve reports "no hosts"
+  if (!isMap(root)) {
+    add(lineOf(root, 1), '', `expected a map of groups at the top level (like "all:"), got ${describe(root)}`);
+    return out;
+  }
+  for (const e of entries(root, '')) {
+    if ((GROUP_KEYS as readonly string[]).includes(e.key)) {
+      add(e.line, e.key, `expected group names at the top level, got "${e.key}" (did you forget "all:" above it?)`);
+      continue;
+    }
+    parseGroup(e.key, e.value, safeKeyPart(e.key), e.line, null);
+  }
+  return out;
+}
+
+function isNothing(node: Node | null): boolean {
+  return node === null || (isScalar(node) && (node.value === null || node.value === undefined));
+}
+
+/** What a node is, for "got ..." in messages; values under password-like names are never shown. */
+function describe(node: Node | null, underKey?: string): string {
+  if (node === null) return 'nothing';
+  if (underKey !== undefined && looksSecret(underKey) && isScalar(node)) return 'a value (not shown)';
+  if (isSeq(node)) return 'a list';
+  if (isMap(node)) return 'a map';
+  if (isScalar(node)) return showValue(node.value);
+  return 'something else';
+}
+
+function firstLine(message: string): string {
+  return message.split('\n')[0]!.trim();
+}
+
+/**
+ * One pass over the document: resolves every alias to its anchor (the last one of that name before
+ * it, as YAML says), and finds unknown and recursive aliases; then expands the document once with a
+ * small alias budget, which stops alias bombs. The line is the first offending alias.
+ */
+function checkAliases(
+  doc: Document,
+  lineAt: (offset: number) => number,
+): { ok: true; targets: Map<Alias, Node> } | { ok: false; line: number; message: string } {
+  const anchors = new Map<string, Node>();
+  const targets = new Map<Alias, Node>();
+  let found: { ok: false; line: number; message: string } | undefined;
+  let firstAliasLine: number | undefined;
+  let count = 0;
+  visit(doc, (_key, node, path) => {
+    if (isAlias(node)) {
+      const line = node.range ? lineAt(node.range[0]) : 1;
+      firstAliasLine ??= line;
+      if (++count > MAX_YAML_ALIAS_NODES) {
+        found = { ok: false, line, message: `too many YAML aliases (more than ${MAX_YAML_ALIAS_NODES})` };
+        return visit.BREAK;
+      }
+      const source = anchors.get(node.source);
+      if (!source) {
+        found = { ok: false, line, message: `YAML error: unknown alias *${node.source} (the anchor must be defined before it is used)` };
+        return visit.BREAK;
+      }
+      if ((path as readonly unknown[]).includes(source)) {
+        found = { ok: false, line, message: `YAML error: alias *${node.source} is used inside its own anchor (a recursive document)` };
+        return visit.BREAK;
+      }
+      targets.set(node, source);
+    } else if ((isScalar(node) || isMap(node) || isSeq(node)) && node.anchor) {
+      anchors.set(node.anchor, node);
+    }
+    return undefined;
+  });
+  if (found) return found;
+  if (count === 0) return { ok: true, targets };
+  try {
+    doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    const line = firstAliasLine ?? 1;
+    if (/alias count/i.test(msg)) {
+      return {
+        ok: false,
+        line,
+        message: `YAML aliases expand too much (more than ${MAX_YAML_ALIASES} alias expansions); refusing a document that looks like an alias bomb`,
+      };
+    }
+    return { ok: false, line, message: `YAML error: ${firstLine(msg)}` };
+  }
+  return { ok: true, targets };
+}
+
+/**
+ * Every key repeated in the same map (a host listed twice in one group's hosts, a variable set twice),
+ * with the path of the map, in one pass (a Set per map).
+ */
+function findDuplicateKeys(doc: Document, lineAt: (offset: number) => number): { line: number; key: string; message: string }[] {
+  const found: { line: number; key: string; message: string }[] = [];
+  visit(doc, {
+    Map(_key, map, ancestors) {
+      const first = new Map<string, number>();
+      for (const pair of map.items) {
+        const k = pair.key as Node | null;
+        if (!isScalar(k) || typeof k.value === 'symbol' || k.value === null) continue; // merge keys, odd keys
+        const name = scalarText(k);
+        const line = k.range ? lineAt(k.range[0]) : 0;
+        const firstAt = first.get(name);
+        if (firstAt === undefined) {
+          first.set(name, line);
+          continue;
+        }
+        const path = [...pathOf(ancestors, map), name];
+        const message =
+          path[path.length - 2] === 'hosts'
+            ? `host ${JSON.stringify(name)} is declared twice in this group's hosts (first on line ${firstAt})`
+            : `duplicate key ${JSON.stringify(name)} (first on line ${firstAt})`;
+        found.push({ line, key: path.map(safeKeyPart).join('.').replace(/\.\[/g, '['), message });
+      }
+      return undefined;
+    },
+  });
+  return found;
+}
+
+/** The key path of `node` from the visitor's ancestors: map keys, and [i] for list items. */
+function pathOf(ancestors: readonly unknown[], node: unknown): string[] {
+  const chain = [...ancestors, node];
+  const path: string[] = [];
+  for (let i = 0; i < chain.length; i++) {
+    const a = chain[i];
+    if (isPair(a)) path.push(scalarText(a.key as Node | null));
+    else if (isSeq(a) && i + 1 < chain.length) path.push(`[${a.items.indexOf(chain[i + 1] as never)}]`);
+  }
+  return path;
+}
+
+function scalarText(node: Node | null): string {
+  if (isScalar(node)) return typeof node.value === 'string' ? node.value : (node.source ?? String(node.value));
+  return '?';
+}

@@ -1,0 +1,301 @@
+// Raw tree -> the resolved Inventory (types.ts): every assignment checked against the schema, groups
+// and membership worked out, variables merged with Ansible's precedence, defaults filled in.
+//
+// Precedence (lowest to highest), as Ansible does it:
+//   1. group vars, group by group, in Ansible's order: sorted by (depth, ansible_group_priority, name).
+//      depth = the longest path from `all` (all = 0; its children 1; their children 2 ...), so `all`
+//      comes first, a child group beats its parent, and among groups at the same depth the one whose
+//      name sorts last wins (same priority). Within one group, later assignments win.
+//   2. host vars; a host declared in several places merges them in file order (later wins).
+// Legacy aliases (ansible_ssh_host/_port/_user) merge as their modern name, so a host-level
+// ansible_ssh_port beats a group-level ansible_port.
+
+import type { Connection, Host, Inventory, NodeSettings, ProxyMode, RunSettings } from './types.ts';
+import { InventoryError, type Problem } from './errors.ts';
+import type { RawChildRef, RawInventory, RawVar } from './raw.ts';
+import { checkVar, defaultOf, expandPath, isDnsName, isIpAddress, localUser, type VarSite } from './schema.ts';
+
+export { selectTargets } from './limit.ts';
+
+export interface ResolveOptions {
+  /** directory relative paths in the inventory are resolved against (the inventory file's) */
+  baseDir: string;
+}
+
+interface TypedVar {
+  name: string;
+  value: unknown;
+  line: number;
+  key: string;
+  /** the name as written (to spot `ansible_port` and `ansible_ssh_port` both set in one place) */
+  written: string;
+}
+
+interface GroupInfo {
+  name: string;
+  line: number;
+  children: string[];
+  parents: Set<string>;
+  vars: TypedVar[];
+}
+
+interface HostInfo {
+  name: string;
+  line: number;
+  key: string;
+  vars: TypedVar[];
+  direct: Set<string>;
+}
+
+export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inventory {
+  const file = raw.file;
+  const problems: Problem[] = [...raw.problems];
+  const add = (line: number, key: string, message: string): void => {
+    problems.push({ file, line, key, message });
+  };
+  if (raw.fatal) throw new InventoryError(problems);
+  const ini = raw.format === 'ini';
+
+  // 1. Check every assignment where it is written.
+  const checkBlock = (vars: RawVar[], site: VarSite): TypedVar[] => {
+    const out: TypedVar[] = [];
+    const seen = new Map<string, TypedVar>();
+    for (const v of vars) {
+      const r = checkVar(v, site, ini);
+      if (!r.ok) {
+        for (const p of r.problems) add(p.line, p.key, p.message);
+        continue;
+      }
+      const prev = seen.get(r.name);
+      if (prev && prev.written !== v.name) {
+        add(v.line, v.key, `${v.name} and ${prev.written} (line ${prev.line}) are the same variable; set only ${r.name}`);
+        continue;
+      }
+      const t: TypedVar = { name: r.name, value: r.value, line: v.line, key: v.key, written: v.name };
+      seen.set(r.name, t);
+      out.push(t);
+    }
+    return out;
+  };
+
+  // 2. Groups, merged over their declarations.
+  const groups = new Map<string, GroupInfo>();
+  const ensureGroup = (name: string, line: number): GroupInfo => {
+    let g = groups.get(name);
+    if (!g) {
+      g = { name, line, children: [], parents: new Set(), vars: [] };
+      groups.set(name, g);
+    }
+    return g;
+  };
+  ensureGroup('all', 0);
+  ensureGroup('ungrouped', 0);
+  const childRefs = new Map<string, RawChildRef>(); // "parent>child" -> first declaration
+
+  interface HostDecl {
+    name: string;
+    line: number;
+    key: string;
+    vars: TypedVar[];
+    group: string;
+    seq: number;
+  }
+  const hostDecls: HostDecl[] = [];
+  let seq = 0;
+
+  for (const decl of raw.groups) {
+    const g = ensureGroup(decl.name, decl.line);
+    if (g.line === 0) g.line = decl.line;
+    g.vars.push(...checkBlock(decl.vars, { kind: 'group', group: decl.name }));
+    for (const ref of decl.children) {
+      if (ref.name === 'all') {
+        add(ref.line, ref.key, 'group all contains every group; it cannot be the child of another group');
+        continue;
+      }
+      const child = ensureGroup(ref.name, ref.line);
+      if (!g.children.includes(ref.name)) {
+        g.children.push(ref.name);
+        childRefs.set(`${decl.name}>${ref.name}`, ref);
+      }
+      child.parents.add(decl.name);
+    }
+    const firstInDecl = new Map<string, number>();
+    for (const h of decl.hosts) {
+      const vars = checkBlock(h.vars, { kind: 'host' });
+      for (const name of h.names) {
+        const first = firstInDecl.get(name);
+        if (first !== undefined) {
+          add(h.line, h.key, `host ${JSON.stringify(name)} is declared twice in this group (first on line ${first})`);
+          continue;
+        }
+        firstInDecl.set(name, h.line);
+        hostDecls.push({ name, line: h.line, key: h.key, vars, group: decl.name, seq: seq++ });
+      }
+    }
+  }
+
+  // 3. Hosts, in file order (a host in several groups is one host; its variables merge in file order).
+  hostDecls.sort((a, b) => a.line - b.line || a.seq - b.seq);
+  const hosts = new Map<string, HostInfo>();
+  for (const d of hostDecls) {
+    let h = hosts.get(d.name);
+    if (!h) {
+      h = { name: d.name, line: d.line, key: d.key, vars: [], direct: new Set() };
+      hosts.set(d.name, h);
+    }
+    h.vars.push(...d.vars);
+    h.direct.add(d.group);
+  }
+  for (const h of hosts.values()) {
+    if (groups.has(h.name)) {
+      add(h.line, h.key, `${JSON.stringify(h.name)} is both a host and a group; rename one (a --limit pattern could not tell them apart)`);
+    }
+  }
+
+  // 4. Cycles in children.
+  const cycles = findCycles(groups);
+  for (const cycle of cycles) {
+    const parent = cycle[cycle.length - 2]!;
+    const child = cycle[cycle.length - 1]!;
+    const ref = childRefs.get(`${parent}>${child}`);
+    add(ref?.line ?? 0, ref?.key ?? child, `group ${JSON.stringify(child)} contains itself: ${cycle.join(' -> ')}`);
+  }
+
+  if (hosts.size === 0 && problems.length === 0) {
+    add(raw.groups[0]?.line ?? 1, '', 'expected at least one host; this inventory declares none');
+  }
+  // With a cycle there is no precedence order; otherwise go on, to find the problems that only show
+  // once variables are merged (a host name that is no address and no ansible_host anywhere).
+  if (problems.length > 0 && (cycles.length > 0 || hosts.size === 0)) throw new InventoryError(problems);
+
+  // 5. Groups without a parent are children of all (Ansible: top-level groups, INI sections).
+  const all = groups.get('all')!;
+  for (const g of groups.values()) {
+    if (g.name !== 'all' && g.parents.size === 0) {
+      g.parents.add('all');
+      all.children.push(g.name);
+    }
+  }
+
+  // 6. Depth (longest path from all) and priority, for the precedence order.
+  const depthMemo = new Map<string, number>();
+  const depth = (name: string): number => {
+    if (name === 'all') return 0;
+    const known = depthMemo.get(name);
+    if (known !== undefined) return known;
+    let d = 0;
+    for (const p of groups.get(name)!.parents) d = Math.max(d, depth(p) + 1);
+    depthMemo.set(name, d);
+    return d;
+  };
+  const priority = (name: string): number => {
+    let p = 1;
+    for (const v of groups.get(name)!.vars) if (v.name === 'ansible_group_priority') p = v.value as number;
+    return p;
+  };
+  const precedence = (a: string, b: string): number =>
+    depth(a) - depth(b) || priority(a) - priority(b) || (a < b ? -1 : a > b ? 1 : 0);
+
+  // 7. Membership: direct groups and their ancestors; hosts in no group but all are in ungrouped.
+  const ancestorsMemo = new Map<string, Set<string>>();
+  const ancestors = (name: string): Set<string> => {
+    let s = ancestorsMemo.get(name);
+    if (!s) {
+      s = new Set([name]);
+      for (const p of groups.get(name)!.parents) for (const a of ancestors(p)) s.add(a);
+      ancestorsMemo.set(name, s);
+    }
+    return s;
+  };
+  const membership = new Map<string, Set<string>>();
+  for (const h of hosts.values()) {
+    const m = new Set<string>(['all']);
+    for (const g of h.direct) for (const a of ancestors(g)) m.add(a);
+    const onlyAll = [...m].every((g) => g === 'all' || g === 'ungrouped');
+    if (onlyAll) m.add('ungrouped');
+    else m.delete('ungrouped');
+    membership.set(h.name, m);
+  }
+
+  // 8. Hosts.
+  const baseDir = opts.baseDir;
+  let user: string | undefined;
+  const resolved: Host[] = [];
+  for (const h of hosts.values()) {
+    const hostGroups = [...membership.get(h.name)!].sort(precedence);
+    const merged = new Map<string, unknown>();
+    for (const g of hostGroups) {
+      for (const v of groups.get(g)!.vars) if (v.name !== 'ansible_group_priority') merged.set(v.name, v.value);
+    }
+    for (const v of h.vars) merged.set(v.name, v.value);
+    const get = <T>(name: string): T => (merged.has(name) ? merged.get(name) : defaultOf(name)) as T;
+
+    if (!merged.has('ansible_host') && !isIpAddress(h.name) && !isDnsName(h.name)) {
+      add(h.line, h.key, `host name ${JSON.stringify(h.name)} is not an IP address or DNS host name to connect to; set ansible_host`);
+    }
+    const connection: Connection = {
+      address: merged.has('ansible_host') ? (merged.get('ansible_host') as string) : h.name,
+      port: get<number>('ansible_port'),
+      user: merged.has('ansible_user') ? (merged.get('ansible_user') as string) : (user ??= localUser()),
+      become: get<boolean>('ansible_become'),
+      becomeUser: get<string>('ansible_become_user'),
+    };
+    const keyFile = merged.get('ansible_ssh_private_key_file');
+    if (typeof keyFile === 'string') connection.privateKeyFile = expandPath(keyFile, baseDir);
+
+    const settings: NodeSettings = {
+      mode: get<ProxyMode>('kube_proxy_mode'),
+      scheduler: get<string>('kube_proxy_scheduler'),
+      strictArp: get<boolean>('kube_proxy_strict_arp'),
+      excludeCidrs: [...get<string[]>('kube_proxy_exclude_cidrs')],
+      ipvsModules: get<string[] | null>('kube_proxy_ipvs_modules'),
+    };
+    if (settings.ipvsModules) settings.ipvsModules = [...settings.ipvsModules];
+
+    const run: RunSettings = {
+      forks: get<number>('kpm_forks'),
+      connectTimeout: get<number>('kpm_connect_timeout'),
+      connectRetries: get<number>('kpm_connect_retries'),
+      commandTimeout: get<number>('kpm_command_timeout'),
+      knownHostsFile: expandPath(get<string>('kpm_known_hosts_file'), baseDir),
+    };
+
+    resolved.push({
+      name: h.name,
+      groups: hostGroups,
+      connection,
+      settings,
+      run,
+      vars: Object.fromEntries(merged),
+      source: { file, line: h.line },
+    });
+  }
+
+  if (problems.length > 0) throw new InventoryError(problems);
+
+  // 9. Group -> hosts (transitively), in inventory order.
+  const groupHosts = [...groups.keys()].map(
+    (g): [string, string[]] => [g, resolved.filter((h) => membership.get(h.name)!.has(g)).map((h) => h.name)],
+  );
+  return { file, hosts: resolved, groups: Object.fromEntries(groupHosts) };
+}
+
+/** Each cycle in the children graph once, as a path that starts and ends with the same group. */
+function findCycles(groups: Map<string, GroupInfo>): string[][] {
+  const cycles: string[][] = [];
+  const state = new Map<string, 'active' | 'done'>();
+  const stack: string[] = [];
+  const visit = (name: string): void => {
+    state.set(name, 'active');
+    stack.push(name);
+    for (const c of groups.get(name)?.children ?? []) {
+      const s = state.get(c);
+      if (s === 'active') cycles.push([...stack.slice(stack.indexOf(c)), c]);
+      else if (s === undefined) visit(c);
+    }
+    stack.pop();
+    state.set(name, 'done');
+  };
+  for (const name of groups.keys()) if (!state.has(name)) visit(name);
+  return cycles;
+}

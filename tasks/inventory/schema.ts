@@ -1,0 +1,453 @@
+// The inventory variables this tool knows: a table of names, types, defaults and checks.
+// Every assignment in the file (host or group level) is checked against it where it is written,
+// so each problem gets its own line; resolve.ts then merges the already-typed values.
+//
+// Rules for names not in the table:
+//   kpm_*         the tool's own namespace: an unknown name is an error ("did you mean ...")
+//   kube_proxy_*  accepted only if kubespray defines it (KUBESPRAY_KUBE_PROXY_VARIABLES), else an error
+//   anything else (other ansible_* variables, kubespray's other settings, your own): kept, not checked
+
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { showValue, suggest } from './errors.ts';
+import type { RawVar } from './raw.ts';
+
+export interface Failure {
+  message: string;
+  /** for list values: which item is wrong */
+  index?: number;
+}
+export type Parsed = { ok: true; value: unknown } | { ok: false; failures: Failure[] };
+
+export interface ValueType {
+  /**
+   * Checks one value and converts it to its typed form. `ini` is set for values read from an INI
+   * file, which are always strings (`22`, `True`, `['10.0.0.0/8']`, `None`).
+   */
+  parse(value: unknown, ini: boolean): Parsed;
+}
+
+export interface VarSpec {
+  name: string;
+  type: ValueType;
+  /** older names Ansible still accepts for the same variable; they merge as this name */
+  aliases?: readonly string[];
+  /** the value used when no level of the inventory sets it (absent: no default, undefined) */
+  default?: () => unknown;
+  /** 'all': only in the `all` group's vars (it applies to the whole run); 'group': only in group vars */
+  scope?: 'all' | 'group';
+  doc: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value types
+
+const ok = (value: unknown): Parsed => ({ ok: true, value });
+const fail = (message: string, index?: number): Parsed => ({
+  ok: false,
+  failures: [index === undefined ? { message } : { message, index }],
+});
+const expected = (what: string, got: unknown, index?: number): Parsed =>
+  fail(`expected ${what}, got ${showValue(got)}`, index);
+
+const TRUE_WORDS = new Set(['true', 'yes', 'on', '1', 'y', 't']);
+const FALSE_WORDS = new Set(['false', 'no', 'off', '0', 'n', 'f']);
+
+/** Ansible's boolean(): true/false, yes/no, on/off, 1/0 (any case). */
+export const bool: ValueType = {
+  parse(v) {
+    if (typeof v === 'boolean') return ok(v);
+    if (v === 1 || v === 0) return ok(v === 1);
+    if (typeof v === 'string') {
+      const s = v.trim().toLowerCase();
+      if (TRUE_WORDS.has(s)) return ok(true);
+      if (FALSE_WORDS.has(s)) return ok(false);
+    }
+    return expected('a boolean (true/false)', v);
+  },
+};
+
+function toInteger(v: unknown): number | undefined {
+  if (typeof v === 'number' && Number.isInteger(v)) return v;
+  if (typeof v === 'string' && /^\s*[+-]?[0-9]+\s*$/.test(v)) return Number(v);
+  return undefined;
+}
+
+function toNumber(v: unknown): number | undefined {
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (typeof v === 'string' && /^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$/.test(v)) return Number(v);
+  return undefined;
+}
+
+export function integer(min: number, max: number, what = `an integer ${min}-${max}`): ValueType {
+  return {
+    parse(v) {
+      const n = toInteger(v);
+      if (n === undefined || n < min || n > max) return expected(what, v);
+      return ok(n);
+    },
+  };
+}
+
+/** Any integer (Ansible's ansible_group_priority). */
+export const anyInteger: ValueType = {
+  parse(v) {
+    const n = toInteger(v);
+    return n === undefined || !Number.isSafeInteger(n) ? expected('an integer', v) : ok(n);
+  },
+};
+
+export const port = integer(1, 65535, 'an integer port 1-65535');
+
+export const seconds: ValueType = {
+  parse(v) {
+    const n = toNumber(v);
+    if (n === undefined || !(n > 0)) return expected('a number of seconds greater than 0', v);
+    return ok(n);
+  },
+};
+
+export function oneOf(values: readonly string[], what = `one of ${values.join(', ')}`): ValueType {
+  return {
+    parse(v) {
+      return typeof v === 'string' && values.includes(v) ? ok(v) : expected(what, v);
+    },
+  };
+}
+
+export function isIpAddress(s: string): boolean {
+  if (net.isIPv4(s)) return true;
+  const pct = s.indexOf('%');
+  if (pct >= 0 && !/^[A-Za-z0-9_.-]+$/.test(s.slice(pct + 1))) return false; // zone id: plain names only
+  return net.isIPv6(s);
+}
+
+export function isDnsName(s: string): boolean {
+  if (s.length === 0 || s.length > 253) return false;
+  const labels = (s.endsWith('.') ? s.slice(0, -1) : s).split('.');
+  // Only digits and dots is an (invalid) IPv4 address, not a name.
+  if (/^[0-9.]+$/.test(s)) return false;
+  return labels.every((l) => /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l));
+}
+
+/** ansible_host: an IPv4/IPv6 literal or a DNS host name; nothing that a shell could interpret. */
+export const address: ValueType = {
+  parse(v) {
+    if (v === null || v === undefined || v === '') {
+      return fail('expected an IP address or DNS host name, got nothing (the host would have no address)');
+    }
+    const s = typeof v === 'number' ? String(v) : v;
+    if (typeof s === 'string' && (isIpAddress(s) || isDnsName(s))) return ok(s);
+    return expected('an IP address or DNS host name', v);
+  },
+};
+
+const USER_RE = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$/;
+export const userName: ValueType = {
+  parse(v) {
+    return typeof v === 'string' && USER_RE.test(v) ? ok(v) : expected('a user name (letters, digits, "_", ".", "@", "-")', v);
+  },
+};
+
+/** A local file path, as written: `~` / `~/...` and relative paths are resolved by expandPath(). */
+export const filePath: ValueType = {
+  parse(v) {
+    if (typeof v !== 'string' || v.length === 0 || /[\0\r\n]/.test(v)) return expected('a file path', v);
+    if (/^~[^/]/.test(v)) return expected('a file path (only "~" and "~/..." are expanded, not "~user")', v);
+    return ok(v);
+  },
+};
+
+/** `~` -> home directory; a relative path -> against baseDir (the inventory file's directory). */
+export function expandPath(p: string, baseDir: string): string {
+  if (p === '~') return os.homedir();
+  if (p.startsWith('~/')) return path.join(os.homedir(), p.slice(2));
+  return path.resolve(baseDir, p);
+}
+
+export const nonEmptyString: ValueType = {
+  parse(v) {
+    return typeof v === 'string' && v.length > 0 && !/[\0\r\n]/.test(v) ? ok(v) : expected('a non-empty string', v);
+  },
+};
+
+export function isCidr(s: string): boolean {
+  const m = /^([^/]+)\/([0-9]{1,3})$/.exec(s);
+  if (!m) return false;
+  const ip = m[1]!;
+  const bits = Number(m[2]);
+  if (net.isIPv4(ip)) return bits <= 32;
+  if (net.isIPv6(ip) && !ip.includes('%')) return bits <= 128;
+  return false;
+}
+
+/**
+ * A list given as a string: INI has no lists, so Ansible users write Python literals
+ * (`['10.0.0.0/8', '192.168.0.0/16']`), and kube-proxy's own flag is comma-separated (`a,b`).
+ */
+export function parseListString(s: string): string[] | undefined {
+  let t = s.trim();
+  if (t.startsWith('[') || t.endsWith(']')) {
+    if (!(t.startsWith('[') && t.endsWith(']'))) return undefined;
+    t = t.slice(1, -1).trim();
+  }
+  if (t === '') return [];
+  const items: string[] = [];
+  let cur = '';
+  let q: string | null = null;
+  for (const c of t) {
+    if (q) {
+      if (c === q) q = null;
+      else cur += c;
+    } else if (c === '"' || c === "'") {
+      q = c;
+    } else if (c === ',') {
+      items.push(cur.trim());
+      cur = '';
+    } else {
+      cur += c;
+    }
+  }
+  if (q) return undefined;
+  items.push(cur.trim());
+  // A trailing comma (Python allows it) leaves one empty item at the end.
+  if (items.length > 1 && items[items.length - 1] === '') items.pop();
+  return items;
+}
+
+function listOf(
+  what: string,
+  item: (s: unknown) => boolean,
+  itemWhat: string,
+  opts: { nullIsDefault: unknown },
+): ValueType {
+  return {
+    parse(v, ini) {
+      if (v === null || v === undefined) return ok(opts.nullIsDefault);
+      let list: unknown[] | undefined;
+      if (Array.isArray(v)) list = v;
+      else if (typeof v === 'string') {
+        if (ini && /^\s*(None|null|~)?\s*$/.test(v) && opts.nullIsDefault === null) return ok(null);
+        list = parseListString(v);
+      }
+      if (!list) return expected(what, v);
+      const failures: Failure[] = [];
+      list.forEach((x, i) => {
+        if (!item(x)) failures.push({ message: `expected ${itemWhat}, got ${showValue(x)}`, index: i });
+      });
+      return failures.length ? { ok: false, failures } : ok(list.map(String));
+    },
+  };
+}
+
+export const cidrList = listOf(
+  'a list of CIDRs (like [10.0.0.0/8])',
+  (x) => typeof x === 'string' && isCidr(x),
+  'an IPv4 or IPv6 CIDR (like 10.0.0.0/8 or fd00::/8)',
+  { nullIsDefault: [] },
+);
+
+export const moduleList = listOf(
+  'a list of kernel module names (or nothing, for the default list)',
+  (x) => typeof x === 'string' && /^[a-z0-9_]+$/.test(x),
+  'a kernel module name (lowercase letters, digits, "_")',
+  { nullIsDefault: null },
+);
+
+export const sshConnection: ValueType = {
+  parse(v) {
+    if (v === null || v === undefined || v === 'ssh' || v === 'smart' || v === 'paramiko') return ok(v ?? null);
+    return expected('ssh, smart or paramiko (this tool only connects over SSH)', v);
+  },
+};
+
+export const PASSWORD_MESSAGE =
+  'passwords are never read from inventory files; remove this variable and use -K/--ask-become-pass ' +
+  'or the environment variable KPM_BECOME_PASSWORD';
+
+/** Always rejected; the message never contains the value. */
+export const rejectedPassword: ValueType = {
+  parse() {
+    return fail(PASSWORD_MESSAGE);
+  },
+};
+
+/** Accepted as is (kubespray's own kube_proxy_* settings: kept in vars, not used by this tool). */
+export const anything: ValueType = { parse: (v) => ok(v) };
+
+// ---------------------------------------------------------------------------------------------
+// The table
+
+export const IPVS_SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'dh', 'sh', 'sed', 'nq', 'fo', 'ovf', 'mh'] as const;
+export const PROXY_MODES = ['ipvs', 'iptables', 'nftables'] as const;
+
+export function localUser(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return process.env['USER'] || process.env['LOGNAME'] || 'root';
+  }
+}
+
+export const PASSWORD_VARIABLES = [
+  'ansible_password',
+  'ansible_ssh_pass',
+  'ansible_ssh_password',
+  'ansible_become_password',
+  'ansible_become_pass',
+  'ansible_sudo_pass',
+  'ansible_sudo_password',
+  'ansible_su_pass',
+  'ansible_su_password',
+] as const;
+
+export const VARIABLES: readonly VarSpec[] = [
+  // Connection (Ansible's names)
+  { name: 'ansible_host', aliases: ['ansible_ssh_host'], type: address, doc: 'address to connect to; default: the inventory host name' },
+  { name: 'ansible_port', aliases: ['ansible_ssh_port'], type: port, default: () => 22, doc: 'SSH port' },
+  { name: 'ansible_user', aliases: ['ansible_ssh_user'], type: userName, default: localUser, doc: 'SSH login user; default: the local user' },
+  { name: 'ansible_ssh_private_key_file', type: filePath, doc: 'SSH private key (~ expanded; relative to the inventory file)' },
+  { name: 'ansible_become', type: bool, default: () => false, doc: 'run privileged commands through sudo' },
+  { name: 'ansible_become_user', type: userName, default: () => 'root', doc: 'user to become' },
+  { name: 'ansible_connection', type: sshConnection, doc: 'must be ssh (or smart/paramiko, treated as ssh)' },
+  { name: 'ansible_group_priority', type: anyInteger, scope: 'group', default: () => 1, doc: 'order among sibling groups (Ansible)' },
+  ...PASSWORD_VARIABLES.map((name): VarSpec => ({ name, type: rejectedPassword, doc: 'rejected: passwords are never read from inventory files' })),
+
+  // kube-proxy (kubespray's names)
+  { name: 'kube_proxy_mode', type: oneOf(PROXY_MODES), default: () => 'ipvs', doc: 'kube-proxy mode' },
+  {
+    name: 'kube_proxy_scheduler',
+    type: oneOf(IPVS_SCHEDULERS, `an IPVS scheduler (one of ${IPVS_SCHEDULERS.join(', ')})`),
+    default: () => 'rr',
+    doc: 'IPVS scheduler',
+  },
+  { name: 'kube_proxy_strict_arp', type: bool, default: () => false, doc: 'strictARP (needed by MetalLB / kube-vip ARP mode)' },
+  { name: 'kube_proxy_exclude_cidrs', type: cidrList, default: () => [], doc: 'CIDRs the IPVS proxier leaves alone' },
+  { name: 'kube_proxy_ipvs_modules', type: moduleList, default: () => null, doc: 'IPVS kernel modules to load; default: the tool\'s list' },
+
+  // The tool's own settings
+  { name: 'kpm_forks', type: integer(1, 1000), scope: 'all', default: () => 10, doc: 'hosts worked on at once (all.vars only)' },
+  { name: 'kpm_connect_timeout', type: seconds, default: () => 10, doc: 'SSH connect timeout, seconds' },
+  { name: 'kpm_connect_retries', type: integer(0, 10), default: () => 2, doc: 'SSH connect retries' },
+  { name: 'kpm_command_timeout', type: seconds, default: () => 300, doc: 'timeout of one remote command, seconds' },
+  {
+    name: 'kpm_known_hosts_file',
+    type: filePath,
+    default: () => path.join(os.homedir(), '.ssh', 'known_hosts'),
+    doc: 'known_hosts file (~ expanded; relative to the inventory file)',
+  },
+
+  // Read by a later phase
+  { name: 'kubeconfig', type: filePath, doc: 'kubeconfig used to talk to the cluster' },
+  { name: 'kube_context', type: nonEmptyString, doc: 'kubeconfig context' },
+];
+
+/**
+ * kubespray's other kube_proxy_* variables (roles/kubespray-defaults/defaults/main/kube-proxy.yml,
+ * roles/kubernetes/control-plane/defaults/main/kube-proxy.yml, main.yml, download.yml): accepted and
+ * kept in `vars` so a kubespray inventory loads unchanged; this tool does not act on them.
+ */
+export const KUBESPRAY_KUBE_PROXY_VARIABLES: readonly string[] = [
+  'kube_proxy_bind_address',
+  'kube_proxy_bind_address_default',
+  'kube_proxy_client_accept_content_types',
+  'kube_proxy_client_burst',
+  'kube_proxy_client_content_type',
+  'kube_proxy_client_kubeconfig',
+  'kube_proxy_client_qps',
+  'kube_proxy_config_sync_period',
+  'kube_proxy_conntrack_max',
+  'kube_proxy_conntrack_max_per_core',
+  'kube_proxy_conntrack_min',
+  'kube_proxy_conntrack_tcp_close_wait_timeout',
+  'kube_proxy_conntrack_tcp_established_timeout',
+  'kube_proxy_deployed',
+  'kube_proxy_enable_profiling',
+  'kube_proxy_feature_gates',
+  'kube_proxy_healthz_bind_address',
+  'kube_proxy_image_repo',
+  'kube_proxy_image_tag',
+  'kube_proxy_masquerade_all',
+  'kube_proxy_masquerade_bit',
+  'kube_proxy_metrics_bind_address',
+  'kube_proxy_min_sync_period',
+  'kube_proxy_nodeport_addresses',
+  'kube_proxy_nodeport_addresses_cidr',
+  'kube_proxy_oom_score_adj',
+  'kube_proxy_port_range',
+  'kube_proxy_remove',
+  'kube_proxy_sync_period',
+  'kube_proxy_tcp_fin_timeout',
+  'kube_proxy_tcp_timeout',
+  'kube_proxy_udp_idle_timeout',
+  'kube_proxy_udp_timeout',
+];
+
+const SPEC_BY_NAME = new Map<string, VarSpec>();
+for (const spec of VARIABLES) {
+  SPEC_BY_NAME.set(spec.name, spec);
+  for (const a of spec.aliases ?? []) SPEC_BY_NAME.set(a, spec);
+}
+const KUBESPRAY_SET = new Set(KUBESPRAY_KUBE_PROXY_VARIABLES);
+const KPM_NAMES = VARIABLES.filter((s) => s.name.startsWith('kpm_')).map((s) => s.name);
+const KUBE_PROXY_NAMES = [...VARIABLES.filter((s) => s.name.startsWith('kube_proxy_')).map((s) => s.name), ...KUBESPRAY_KUBE_PROXY_VARIABLES];
+
+export function specOf(name: string): VarSpec | undefined {
+  return SPEC_BY_NAME.get(name);
+}
+
+/** The value a variable takes when no level of the inventory sets it. */
+export function defaultOf(name: string): unknown {
+  return SPEC_BY_NAME.get(name)?.default?.();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking one assignment
+
+export type VarSite = { kind: 'host' } | { kind: 'group'; group: string };
+
+export interface VarProblem {
+  line: number;
+  key: string;
+  message: string;
+}
+
+export type CheckedVar = { ok: true; name: string; value: unknown } | { ok: false; problems: VarProblem[] };
+
+/**
+ * Checks one assignment where it is written. On success returns the canonical name (aliases
+ * folded: ansible_ssh_port -> ansible_port) and the typed value (INI "22" -> 22).
+ */
+export function checkVar(v: RawVar, site: VarSite, ini: boolean): CheckedVar {
+  const problem = (message: string, index?: number): VarProblem => ({
+    line: index !== undefined ? (v.itemLines?.[index] ?? v.line) : v.line,
+    key: index !== undefined ? `${v.key}[${index}]` : v.key,
+    message,
+  });
+
+  const spec = SPEC_BY_NAME.get(v.name);
+  if (spec) {
+    if (spec.scope === 'all' && !(site.kind === 'group' && site.group === 'all')) {
+      return { ok: false, problems: [problem(`${spec.name} applies to the whole run: set it in the vars of group all (all.vars / [all:vars])`)] };
+    }
+    if (spec.scope === 'group' && site.kind !== 'group') {
+      return { ok: false, problems: [problem(`${spec.name} only applies to groups: set it in a group's vars`)] };
+    }
+    const parsed = spec.type.parse(v.value, ini);
+    if (!parsed.ok) return { ok: false, problems: parsed.failures.map((f) => problem(f.message, f.index)) };
+    return { ok: true, name: spec.name, value: parsed.value };
+  }
+
+  if (v.name.startsWith('kpm_')) {
+    const s = suggest(v.name, KPM_NAMES);
+    const hint = s ? `did you mean ${s}?` : `expected one of ${KPM_NAMES.join(', ')}`;
+    return { ok: false, problems: [problem(`unknown tool variable; ${hint}`)] };
+  }
+  if (v.name.startsWith('kube_proxy_') && !KUBESPRAY_SET.has(v.name)) {
+    const s = suggest(v.name, KUBE_PROXY_NAMES);
+    const hint = s ? `did you mean ${s}?` : 'expected a kube_proxy_* variable this tool or kubespray defines';
+    return { ok: false, problems: [problem(`unknown kube-proxy variable (neither this tool's nor kubespray's); ${hint}`)] };
+  }
+  return { ok: true, name: v.name, value: v.value };
+}
