@@ -1,0 +1,125 @@
+// The per-family table: what differs between Linux families is data here, not if-chains elsewhere
+// (in the spirit of an Ansible role's vars/<OSFamily>.yml). Matching is by os-release ID, then ID_LIKE.
+
+import { shWords } from '../remote/quote.ts';
+
+export type OsFamilyName = 'debian' | 'redhat' | 'suse';
+export type PackageManagerName = 'apt' | 'dnf' | 'yum' | 'zypper';
+
+export interface OsFamily {
+  name: OsFamilyName;
+  /** os-release ID values of the family (and the ID_LIKE tokens that point to it), lower case */
+  ids: string[];
+  /** in preference order: the first one present on the node is used (EL7 has yum only; EL8+ dnf) */
+  packageManagers: PackageManagerName[];
+  /** the family's names of the three packages the tool installs */
+  packages: { ipvsadm: string; ipset: string; conntrack: string };
+  /** how installed packages are queried on the node */
+  packageQuery: 'dpkg' | 'rpm';
+}
+
+export interface PackageManager {
+  name: PackageManagerName;
+  /** the executable looked up on the node to tell whether this manager is present */
+  command: string;
+  /** the full, non-interactive shell command installing `pkgs` (each quoted with shQuote) */
+  install: (pkgs: string[]) => string;
+  /** refreshes the package lists; used once when an install reports unknown packages or empty lists */
+  refresh?: string;
+}
+
+export const OS_FAMILIES: readonly OsFamily[] = [
+  {
+    name: 'debian',
+    ids: ['debian', 'ubuntu', 'linuxmint', 'pop', 'raspbian', 'elementary', 'zorin', 'kali', 'devuan', 'neon'],
+    packageManagers: ['apt'],
+    packages: { ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack' },
+    packageQuery: 'dpkg',
+  },
+  {
+    name: 'redhat',
+    // `rhel`, `centos` and `fedora` are also the ID_LIKE tokens of the EL rebuilds (rocky: "rhel centos fedora").
+    ids: ['rhel', 'centos', 'rocky', 'almalinux', 'fedora', 'ol', 'amzn', 'scientific', 'cloudlinux', 'eurolinux', 'virtuozzo', 'circle', 'navy'],
+    packageManagers: ['dnf', 'yum'],
+    packages: { ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack-tools' },
+    packageQuery: 'rpm',
+  },
+  {
+    name: 'suse',
+    // `suse` and `opensuse` are ID_LIKE tokens ("suse opensuse"). The transactional systems (opensuse-microos,
+    // sle-micro) are deliberately absent: `zypper install` does not apply there (transactional-update does).
+    ids: ['sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-leap', 'opensuse-tumbleweed', 'opensuse-slowroll', 'suse'],
+    packageManagers: ['zypper'],
+    packages: { ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack-tools' },
+    packageQuery: 'rpm',
+  },
+];
+
+function checkPackages(manager: string, pkgs: string[]): void {
+  if (pkgs.length === 0) throw new Error(`${manager}: no packages to install`);
+  for (const p of pkgs) {
+    // shQuote makes any name one word, but cannot stop a word from being read as an option.
+    if (p === '' || p.startsWith('-')) throw new Error(`${manager}: invalid package name ${JSON.stringify(p)}`);
+  }
+}
+
+export const PACKAGE_MANAGERS: Readonly<Record<PackageManagerName, PackageManager>> = {
+  apt: {
+    name: 'apt',
+    command: 'apt-get',
+    install: (pkgs) => {
+      checkPackages('apt', pkgs);
+      return (
+        'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends' +
+        ' -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ' +
+        shWords(pkgs)
+      );
+    },
+    refresh: 'DEBIAN_FRONTEND=noninteractive apt-get update -q',
+  },
+  dnf: {
+    name: 'dnf',
+    command: 'dnf',
+    install: (pkgs) => {
+      checkPackages('dnf', pkgs);
+      return `dnf -y -q install ${shWords(pkgs)}`;
+    },
+    refresh: 'dnf -y -q makecache --refresh',
+  },
+  yum: {
+    name: 'yum',
+    command: 'yum',
+    install: (pkgs) => {
+      checkPackages('yum', pkgs);
+      return `yum -y -q install ${shWords(pkgs)}`;
+    },
+    refresh: 'yum -y -q makecache',
+  },
+  zypper: {
+    name: 'zypper',
+    command: 'zypper',
+    install: (pkgs) => {
+      checkPackages('zypper', pkgs);
+      return `zypper --non-interactive --quiet install --no-recommends ${shWords(pkgs)}`;
+    },
+    refresh: 'zypper --non-interactive --quiet refresh',
+  },
+};
+
+/** The order used when the family is unknown. */
+export const PACKAGE_MANAGER_ORDER: readonly PackageManagerName[] = ['apt', 'dnf', 'yum', 'zypper'];
+
+/** The family of an OS: by its os-release ID first, then by each ID_LIKE token in order; null if none. */
+export function familyOf(os: { id: string; idLike: string[] }): OsFamily | null {
+  const byId = (id: string): OsFamily | undefined => {
+    const key = id.trim().toLowerCase();
+    return key === '' ? undefined : OS_FAMILIES.find((f) => f.ids.includes(key));
+  };
+  const direct = byId(os.id);
+  if (direct) return direct;
+  for (const like of os.idLike) {
+    const f = byId(like);
+    if (f) return f;
+  }
+  return null;
+}
