@@ -1,0 +1,59 @@
+import type { HostResult } from './results.ts';
+
+// The closing table, shaped like Ansible's PLAY RECAP so operators read it at a glance: step counts per
+// host, then what that means for the host in words.
+
+export interface RecapCounts {
+  ok: number;
+  changed: number;
+  unreachable: number;
+  failed: number;
+  skipped: number;
+}
+
+export function countSteps(h: HostResult): RecapCounts {
+  const c: RecapCounts = { ok: 0, changed: 0, unreachable: h.status === 'unreachable' ? 1 : 0, failed: 0, skipped: 0 };
+  for (const s of h.steps) c[s.status]++;
+  return c;
+}
+
+function verdict(h: HostResult, dryRun: boolean): string {
+  switch (h.status) {
+    case 'ok':
+      return 'converged: nothing to change';
+    case 'changed':
+      return dryRun ? 'would change (dry run: nothing was changed)' : 'changed';
+    case 'skipped':
+      return 'skipped';
+    case 'failed':
+      return `FAILED: ${h.reason ?? ''}`.trimEnd();
+    case 'unreachable':
+      return `UNREACHABLE: ${h.reason ?? ''}`.trimEnd();
+  }
+}
+
+export function summarize(results: HostResult[]): Record<'hosts' | 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped', number> {
+  const s = { hosts: results.length, ok: 0, changed: 0, failed: 0, unreachable: 0, skipped: 0 };
+  for (const r of results) s[r.status]++;
+  return s;
+}
+
+export function formatRecap(results: HostResult[], opts: { dryRun: boolean; title?: string }): string {
+  const title = opts.title ?? (opts.dryRun ? 'PLAY RECAP (dry run)' : 'PLAY RECAP');
+  const width = Math.max(26, ...results.map((r) => r.host.length + 1));
+  const lines = [`${title} ${'*'.repeat(Math.max(3, 79 - title.length))}`];
+  for (const r of results) {
+    const c = countSteps(r);
+    const cell = (k: keyof RecapCounts) => `${k}=${c[k]}`.padEnd(k === 'unreachable' ? 16 : k === 'changed' ? 12 : 10);
+    lines.push(
+      `${r.host.padEnd(width)}: ${cell('ok')} ${cell('changed')} ${cell('unreachable')} ${cell('failed')} ${cell('skipped')} ${verdict(r, opts.dryRun)}`,
+    );
+  }
+  const s = summarize(results);
+  lines.push(
+    '',
+    `${s.hosts} host${s.hosts === 1 ? '' : 's'}: ${s.ok} converged, ${s.changed} ${opts.dryRun ? 'would change' : 'changed'}, ` +
+      `${s.failed} failed, ${s.unreachable} unreachable, ${s.skipped} skipped`,
+  );
+  return lines.join('\n');
+}

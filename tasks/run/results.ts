@@ -1,0 +1,41 @@
+// What every step of every phase returns. Rendering (terminal, plain lines, JSON report, recap) reads
+// these; steps never print.
+
+export type StepStatus = 'ok' | 'changed' | 'failed' | 'skipped';
+export type HostStatus = 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped';
+
+export interface StepResult {
+  host: string;
+  name: string;
+  status: StepStatus;
+  message: string;
+  /** unified diff of a file the step writes (or would write, in a dry run) */
+  diff?: string;
+  ms: number;
+}
+
+export interface HostResult {
+  host: string;
+  status: HostStatus;
+  steps: StepResult[];
+  /** SSH exec round trips this host cost */
+  sshExecs: number;
+  /** why the host failed or was unreachable, in one line */
+  reason?: string;
+}
+
+export type RunEvent =
+  | { type: 'host-start'; host: string }
+  | { type: 'step'; result: StepResult }
+  | { type: 'host-done'; result: HostResult };
+
+export type EventSink = (event: RunEvent) => void;
+
+/** A host's overall status: unreachable and failed dominate, then changed, then ok; all skipped = skipped. */
+export function hostStatusOf(steps: StepResult[], unreachable = false): HostStatus {
+  if (unreachable) return 'unreachable';
+  if (steps.some((s) => s.status === 'failed')) return 'failed';
+  if (steps.some((s) => s.status === 'changed')) return 'changed';
+  if (steps.length > 0 && steps.every((s) => s.status === 'skipped')) return 'skipped';
+  return 'ok';
+}
