@@ -2,7 +2,8 @@
 // `.message` as is (no stack trace). Messages never contain the value of a password variable.
 
 export interface Problem {
-  /** the inventory file as the user named it ('' when not about a file, e.g. --limit) */
+  /** the file the problem is in, as the user named it: the inventory file, or one of the group_vars/ or
+   *  host_vars/ files next to it ('' when not about a file, e.g. --limit) */
   file: string;
   /** 1-based line of the offending key or value; 0 when the problem is about the whole file */
   line: number;
@@ -21,7 +22,7 @@ export function formatProblem(p: Problem): string {
   return out + p.message;
 }
 
-/** Every problem found in one inventory file (all of them, not just the first). */
+/** Every problem found in one inventory (its file and its vars files; all of them, not just the first). */
 export class InventoryError extends Error {
   override name = 'InventoryError';
   readonly problems: Problem[];
@@ -49,10 +50,13 @@ export class LimitError extends Error {
 }
 
 function sortProblems(problems: Problem[]): Problem[] {
-  // Stable: problems on the same line keep the order they were found in.
+  // Files in the order they were first met, lines in order within a file; stable, so problems on the
+  // same line keep the order they were found in.
+  const fileRank = new Map<string, number>();
+  for (const p of problems) if (!fileRank.has(p.file)) fileRank.set(p.file, fileRank.size);
   return problems
     .map((p, i) => ({ p, i }))
-    .sort((a, b) => (a.p.file === b.p.file ? a.p.line - b.p.line || a.i - b.i : a.i - b.i))
+    .sort((a, b) => fileRank.get(a.p.file)! - fileRank.get(b.p.file)! || a.p.line - b.p.line || a.i - b.i)
     .map(({ p }) => p);
 }
 

@@ -25,14 +25,17 @@ export interface SelectOptions {
 }
 
 export const TARGET_GROUP = 'k8s_cluster';
+/** kubespray's name for the group before it was renamed (Ansible deprecated dashes in group names) */
+const LEGACY_TARGET_GROUP = 'k8s-cluster';
 
 export function selectTargets(inv: Inventory, limit?: string, opts: SelectOptions = {}): Host[] {
   const hasGroup = (g: string): boolean => Object.hasOwn(inv.groups, g);
-  const targetNames = new Set(hasGroup(TARGET_GROUP) ? inv.groups[TARGET_GROUP]! : inv.hosts.map((h) => h.name));
-  const targetsAre = hasGroup(TARGET_GROUP) ? `the hosts of group ${TARGET_GROUP}` : 'all hosts';
+  const targetGroup = [TARGET_GROUP, LEGACY_TARGET_GROUP].find(hasGroup) ?? TARGET_GROUP;
+  const targetNames = new Set(hasGroup(targetGroup) ? inv.groups[targetGroup]! : inv.hosts.map((h) => h.name));
+  const targetsAre = hasGroup(targetGroup) ? `the hosts of group ${targetGroup}` : 'all hosts';
 
   if (limit === undefined || limit.trim() === '') {
-    if (targetNames.size === 0) throw new LimitError([msg(`group ${TARGET_GROUP} has no hosts, so there is nothing to work on`)]);
+    if (targetNames.size === 0) throw new LimitError([msg(`group ${targetGroup} has no hosts, so there is nothing to work on`)]);
     return inv.hosts.filter((h) => targetNames.has(h.name));
   }
 

@@ -1,13 +1,15 @@
-// Entry points: read an inventory file, tell YAML from INI, validate, resolve.
+// Entry points: read an inventory file, tell YAML from INI, read the group_vars/ and host_vars/ next
+// to it, validate, resolve.
 
 import { stat, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InventoryError } from './errors.ts';
 import { parseIniInventory } from './parse-ini.ts';
 import { parseYamlInventory } from './parse-yaml.ts';
-import type { InventoryFormat } from './raw.ts';
+import type { InventoryFormat, RawInventory } from './raw.ts';
 import { resolveInventory } from './resolve.ts';
 import type { Inventory } from './types.ts';
+import { isVaultFile, readVarsDirs, type VarsDirs } from './vars-dirs.ts';
 
 export { selectTargets } from './limit.ts';
 
@@ -32,17 +34,50 @@ export function detectFormat(text: string, file: string): InventoryFormat {
   return 'yaml';
 }
 
-/** The pure core: text -> resolved inventory. `file` names the file in messages and anchors relative paths. */
-export function parseInventoryText(text: string, file: string): Inventory {
-  if (Buffer.byteLength(text, 'utf8') > MAX_INVENTORY_BYTES) {
-    throw new InventoryError([{ file, line: 0, key: '', message: tooBig() }]);
-  }
+/** Text -> the raw tree, with the checks that concern the file as a whole. */
+function parseRaw(text: string, file: string): RawInventory {
+  const whole = (message: string): RawInventory => ({
+    file,
+    format: 'yaml',
+    groups: [],
+    problems: [{ file, line: 0, key: '', message }],
+    fatal: true,
+  });
+  if (Buffer.byteLength(text, 'utf8') > MAX_INVENTORY_BYTES) return whole(tooBig());
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
-  const raw = detectFormat(body, file) === 'ini' ? parseIniInventory(body, file) : parseYamlInventory(body, file);
-  return resolveInventory(raw, { baseDir: path.dirname(path.resolve(file)) });
+  if (isVaultFile(body)) {
+    return whole(
+      'the inventory file is vault-encrypted (Ansible Vault) and this tool cannot decrypt it; decrypt a copy into ' +
+        'the same directory (ansible-vault decrypt --output FILE) and pass that',
+    );
+  }
+  return detectFormat(body, file) === 'ini' ? parseIniInventory(body, file) : parseYamlInventory(body, file);
 }
 
-/** Reads, detects the format, validates and resolves. Bad input throws InventoryError (all problems at once). */
+/** Every group and host name the file mentions: the ones whose group_vars/host_vars are looked up. */
+function namesOf(raw: RawInventory): { groups: string[]; hosts: string[] } {
+  const groups = new Set(['all', 'ungrouped']);
+  const hosts = new Set<string>();
+  for (const g of raw.groups) {
+    groups.add(g.name);
+    for (const c of g.children) groups.add(c.name);
+    for (const h of g.hosts) for (const n of h.names) hosts.add(n);
+  }
+  return { groups: [...groups], hosts: [...hosts] };
+}
+
+/**
+ * The pure core: text -> resolved inventory. `file` names the file in messages and anchors relative
+ * paths. Reads no files: group_vars/host_vars are used only when given (loadInventory reads them).
+ */
+export function parseInventoryText(text: string, file: string, varsDirs?: VarsDirs): Inventory {
+  return resolveInventory(parseRaw(text, file), { baseDir: path.dirname(path.resolve(file)), varsDirs });
+}
+
+/**
+ * Reads, detects the format, reads group_vars/ and host_vars/ next to the file, validates and
+ * resolves. Bad input throws InventoryError (all problems at once, from every file).
+ */
 export async function loadInventory(file: string): Promise<Inventory> {
   const fail = (message: string): never => {
     throw new InventoryError([{ file, line: 0, key: '', message }]);
@@ -64,7 +99,9 @@ export async function loadInventory(file: string): Promise<Inventory> {
   } catch (e) {
     return fail(`cannot read the inventory file (${describeIoError(e)})`);
   }
-  return parseInventoryText(text, file);
+  const raw = parseRaw(text, file);
+  const varsDirs = raw.fatal ? undefined : await readVarsDirs(file, namesOf(raw));
+  return resolveInventory(raw, { baseDir: path.dirname(path.resolve(file)), varsDirs });
 }
 
 function tooBig(): string {

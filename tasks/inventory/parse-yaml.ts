@@ -10,6 +10,8 @@
 // The document is parsed once and walked as a node tree, so every problem can name its line and key
 // path. A repeated key anywhere is an error (findDuplicateKeys); aliases are resolved once, and the
 // document is expanded with a small alias budget first, so an alias bomb cannot expand.
+// Ansible's vars files (group_vars/, host_vars/: a map of variables) go through the same checks
+// (parseYamlVarsFile).
 
 import {
   type Alias,
@@ -44,13 +46,21 @@ interface Entry {
   line: number;
 }
 
-export function parseYamlInventory(text: string, file: string): RawInventory {
-  const problems: Problem[] = [];
-  const out: RawInventory = { file, format: 'yaml', groups: [], problems, fatal: false };
-  const add = (line: number, key: string, message: string): void => {
-    problems.push({ file, line, key, message });
-  };
+/** A parsed YAML document, walked with lines and aliases resolved (shared by inventories and vars files). */
+interface YamlReader {
+  /** the top-level node, aliases resolved; null for an empty document */
+  root: Node | null;
+  lineOf(node: Node | null | undefined, fallback: number): number;
+  /** the entries of a map: merge keys expanded, explicit keys winning, repeats dropped */
+  entries(map: YAMLMap, path: string): Entry[];
+  toValue(node: Node | null): unknown;
+}
 
+/**
+ * Parses one document and runs the checks every YAML file gets: syntax, aliases (unknown, recursive,
+ * bombs), repeated keys. Undefined when the document cannot be read as a whole (already reported).
+ */
+function openYaml(text: string, add: (line: number, key: string, message: string) => void): YamlReader | undefined {
   const lc = new LineCounter();
   // uniqueKeys is off on purpose: yaml checks it with a linear scan per key (quadratic: a 20,000-host map
   // takes seconds, a 10 MiB file minutes). findDuplicateKeys does the same check in one pass.
@@ -62,20 +72,16 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
   // 1. Syntax. A document that does not parse is reported and not looked at further.
   const syntax = doc.errors;
   for (const e of syntax) add(lineAt(e.pos[0]), '', `YAML syntax error: ${firstLine(e.message)}`);
-  if (syntax.length) {
-    out.fatal = true;
-    return out;
-  }
+  if (syntax.length) return undefined;
 
   // 2. Aliases: unresolved, recursive, or too many expansions (alias bombs).
   const aliases = checkAliases(doc, lineAt);
   if (!aliases.ok) {
     add(aliases.line, '', aliases.message);
-    out.fatal = true;
-    return out;
+    return undefined;
   }
 
-  // 3. Repeated keys, named by path. The walk below keeps the first one.
+  // 3. Repeated keys, named by path. The walk keeps the first one.
   for (const d of findDuplicateKeys(doc, lineAt)) add(d.line, d.key, d.message);
 
   const deref = (node: unknown): Node | null => {
@@ -95,7 +101,6 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
     return isScalar(k) && typeof k.value === 'symbol';
   };
 
-  /** The entries of a map: merge keys (`<<: *defaults`) expanded, explicit keys winning, repeats dropped. */
   const entries = (map: YAMLMap, path: string): Entry[] => {
     const explicit = new Set<string>();
     for (const pair of map.items) {
@@ -138,17 +143,44 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
   const toValue = (node: Node | null): unknown =>
     node === null ? null : node.toJS(doc, { maxAliasCount: MAX_YAML_ALIASES });
 
+  const root = deref(doc.contents);
+  return { root: root === null || isNothing(root) ? null : root, lineOf, entries, toValue };
+}
+
+/** `name: value` entries of a map -> RawVars; `path` prefixes each key in messages ('' for a vars file). */
+function readVars(r: YamlReader, map: YAMLMap, path: string): RawVar[] {
+  return r.entries(map, path).map((e): RawVar => {
+    const key = path ? `${path}.${safeKeyPart(e.key)}` : safeKeyPart(e.key);
+    const v: RawVar = { name: e.key, value: r.toValue(e.value), line: e.line, key };
+    if (isSeq(e.value)) v.itemLines = e.value.items.map((it) => r.lineOf(it as Node, e.line));
+    // Ansible's own tags: `!vault` holds ciphertext, `!unsafe` a string Ansible never templates.
+    if (isScalar(e.value) && e.value.tag === '!vault') v.vault = true;
+    if (isScalar(e.value) && e.value.tag === '!unsafe') v.unsafe = true;
+    return v;
+  });
+}
+
+export function parseYamlInventory(text: string, file: string): RawInventory {
+  const problems: Problem[] = [];
+  const out: RawInventory = { file, format: 'yaml', groups: [], problems, fatal: false };
+  const add = (line: number, key: string, message: string): void => {
+    problems.push({ file, line, key, message });
+  };
+
+  const r = openYaml(text, add);
+  if (!r) {
+    out.fatal = true;
+    return out;
+  }
+  const { entries, lineOf } = r;
+
   const parseVars = (node: Node | null, path: string, line: number, what: string): RawVar[] => {
     if (node === null) return [];
     if (!isMap(node)) {
       add(line, path, `expected a map of ${what} (name: value), got ${describe(node, path)}`);
       return [];
     }
-    return entries(node, path).map((e): RawVar => {
-      const v: RawVar = { name: e.key, value: toValue(e.value), line: e.line, key: `${path}.${safeKeyPart(e.key)}` };
-      if (isSeq(e.value)) v.itemLines = e.value.items.map((it) => lineOf(it as Node, e.line));
-      return v;
-    });
+    return readVars(r, node, path);
   };
 
   const parseHosts = (group: RawGroup, node: Node | null, path: string, line: number): void => {
@@ -219,9 +251,9 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
     active.delete(node);
   };
 
-  // 4. The walk.
-  const root = deref(doc.contents);
-  if (root === null || isNothing(root)) return out; // empty: resolve reports "no hosts"
+  // The walk.
+  const root = r.root;
+  if (root === null) return out; // empty: resolve reports "no hosts"
   if (!isMap(root)) {
     add(lineOf(root, 1), '', `expected a map of groups at the top level (like "all:"), got ${describe(root)}`);
     return out;
@@ -234,6 +266,25 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
     parseGroup(e.key, e.value, safeKeyPart(e.key), e.line, null);
   }
   return out;
+}
+
+/**
+ * An Ansible vars file (group_vars/<group>.yml, host_vars/<host>.yml, or a file in such a directory):
+ * a map of `name: value` at the top level, or nothing. `fatal` when it cannot be read as a whole.
+ */
+export function parseYamlVarsFile(text: string, file: string): { vars: RawVar[]; problems: Problem[]; fatal: boolean } {
+  const problems: Problem[] = [];
+  const add = (line: number, key: string, message: string): void => {
+    problems.push({ file, line, key, message });
+  };
+  const r = openYaml(text, add);
+  if (!r) return { vars: [], problems, fatal: true };
+  if (r.root === null) return { vars: [], problems, fatal: false };
+  if (!isMap(r.root)) {
+    add(r.lineOf(r.root, 1), '', `expected a map of variables (name: value) at the top level, got ${describe(r.root)}`);
+    return { vars: [], problems, fatal: true };
+  }
+  return { vars: readVars(r, r.root, ''), problems, fatal: false };
 }
 
 function isNothing(node: Node | null): boolean {

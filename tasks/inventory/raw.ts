@@ -16,6 +16,10 @@ export interface RawVar {
   key: string;
   /** for a YAML sequence value: the line of each item (so list errors point at the item) */
   itemLines?: number[];
+  /** YAML `!vault`: the value is Ansible Vault ciphertext, unreadable without the vault password */
+  vault?: boolean;
+  /** YAML `!unsafe`: Ansible never templates the value, so `{{` in it is plain text */
+  unsafe?: boolean;
 }
 
 /** One host entry in one group's `hosts` (a range pattern is one entry naming several hosts). */

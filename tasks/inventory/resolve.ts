@@ -1,25 +1,40 @@
-// Raw tree -> the resolved Inventory (types.ts): every assignment checked against the schema, groups
-// and membership worked out, variables merged with Ansible's precedence, defaults filled in.
+// Raw tree (+ the group_vars/host_vars files next to it) -> the resolved Inventory (types.ts): every
+// assignment checked against the schema where it is written, groups and membership worked out,
+// variables merged with Ansible's precedence, defaults filled in.
 //
-// Precedence (lowest to highest), as Ansible does it:
-//   1. group vars, group by group, in Ansible's order: sorted by (depth, ansible_group_priority, name).
-//      depth = the longest path from `all` (all = 0; its children 1; their children 2 ...), so `all`
-//      comes first, a child group beats its parent, and among groups at the same depth the one whose
-//      name sorts last wins (same priority). Within one group, later assignments win.
-//   2. host vars; a host declared in several places merges them in file order (later wins).
+// Precedence, lowest to highest. This is the inventory part of Ansible's documented order
+// ("Variable precedence: Where should I put a variable?", docs.ansible.com, Using Variables:
+// "inventory file or script group vars < inventory group_vars/all < inventory group_vars/* <
+// inventory file or script host vars < inventory host_vars/*"), which VariableManager implements
+// by merging all_inventory, groups_inventory, all_plugins_inventory, groups_plugins_inventory, then
+// the host's inventory vars and its vars-plugin (host_vars) files:
+//   1. inventory-file group vars, group by group in Ansible's group order (below), `all` first
+//   2. group_vars/all
+//   3. group_vars/<group>, in the same group order
+//   4. inventory-file host vars; a host declared in several places merges them in file order
+//   5. host_vars/<host>
+// Group order: sorted by (depth, ansible_group_priority, name). depth = the longest path from `all`
+// (all = 0; its children 1; their children 2 ...), so a child group beats its parent, and among
+// groups at the same depth the one whose name sorts last wins (same priority). Only the inventory
+// file's ansible_group_priority counts (Ansible sorts before it reads any vars file). Within one
+// place (a group's vars, one vars file), later assignments win; a group_vars/<group>/ directory's
+// files load in name order, later files winning.
 // Legacy aliases (ansible_ssh_host/_port/_user) merge as their modern name, so a host-level
 // ansible_ssh_port beats a group-level ansible_port.
 
 import type { Connection, Host, Inventory, NodeSettings, ProxyMode, RunSettings } from './types.ts';
-import { InventoryError, type Problem } from './errors.ts';
+import { formatProblem, InventoryError, type Problem } from './errors.ts';
 import type { RawChildRef, RawInventory, RawVar } from './raw.ts';
 import { checkVar, defaultOf, expandPath, isDnsName, isIpAddress, localUser, type VarSite } from './schema.ts';
+import type { VarsDirs } from './vars-dirs.ts';
 
 export { selectTargets } from './limit.ts';
 
 export interface ResolveOptions {
   /** directory relative paths in the inventory are resolved against (the inventory file's) */
   baseDir: string;
+  /** the group_vars/ and host_vars/ files read for this inventory (load.ts reads them) */
+  varsDirs?: VarsDirs;
 }
 
 interface TypedVar {
@@ -55,20 +70,33 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
   };
   if (raw.fatal) throw new InventoryError(problems);
   const ini = raw.format === 'ini';
+  const varsDirs = opts.varsDirs;
+  // Problems in group_vars/host_vars files come after the inventory file's, file by file.
+  const fileProblems: Problem[] = [...(varsDirs?.problems ?? [])];
+  const warnings: string[] = [...(varsDirs?.warnings ?? [])];
+  const allProblems = (): Problem[] => [...problems, ...fileProblems];
 
   // 1. Check every assignment where it is written.
-  const checkBlock = (vars: RawVar[], site: VarSite): TypedVar[] => {
+  const checkBlock = (vars: RawVar[], site: VarSite, where?: { file: string; problems: Problem[] }): TypedVar[] => {
+    const report = (line: number, key: string, message: string): void => {
+      if (where) where.problems.push({ file: where.file, line, key, message });
+      else add(line, key, message);
+    };
     const out: TypedVar[] = [];
     const seen = new Map<string, TypedVar>();
     for (const v of vars) {
-      const r = checkVar(v, site, ini);
+      const r = checkVar(v, site, where ? false : ini);
+      if (r.ok === 'ignored') {
+        if (r.warning) warnings.push(formatProblem({ file: where?.file ?? file, ...r.warning }));
+        continue;
+      }
       if (!r.ok) {
-        for (const p of r.problems) add(p.line, p.key, p.message);
+        for (const p of r.problems) report(p.line, p.key, p.message);
         continue;
       }
       const prev = seen.get(r.name);
       if (prev && prev.written !== v.name) {
-        add(v.line, v.key, `${v.name} and ${prev.written} (line ${prev.line}) are the same variable; set only ${r.name}`);
+        report(v.line, v.key, `${v.name} and ${prev.written} (line ${prev.line}) are the same variable; set only ${r.name}`);
         continue;
       }
       const t: TypedVar = { name: r.name, value: r.value, line: v.line, key: v.key, written: v.name };
@@ -152,6 +180,31 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
     }
   }
 
+  // 3b. group_vars/ and host_vars/ files of the groups and hosts this inventory has, each checked once.
+  const groupFileVars = new Map<string, TypedVar[]>();
+  const hostFileVars = new Map<string, TypedVar[]>();
+  const checkFiles = (
+    files: VarsDirs['groups'],
+    known: (name: string) => boolean,
+    site: (name: string) => VarSite,
+    into: Map<string, TypedVar[]>,
+  ): void => {
+    for (const [name, list] of files) {
+      if (!known(name)) continue;
+      const typed: TypedVar[] = [];
+      for (const f of list) {
+        const where = { file: f.file, problems: [...f.problems] };
+        typed.push(...checkBlock(f.vars, site(name), where));
+        fileProblems.push(...where.problems);
+      }
+      into.set(name, typed);
+    }
+  };
+  if (varsDirs) {
+    checkFiles(varsDirs.groups, (g) => groups.has(g), (g) => ({ kind: 'group', group: g, varsFile: true }), groupFileVars);
+    checkFiles(varsDirs.hosts, (h) => hosts.has(h), () => ({ kind: 'host', varsFile: true }), hostFileVars);
+  }
+
   // 4. Cycles in children.
   const cycles = findCycles(groups);
   for (const cycle of cycles) {
@@ -166,7 +219,7 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
   }
   // With a cycle there is no precedence order; otherwise go on, to find the problems that only show
   // once variables are merged (a host name that is no address and no ansible_host anywhere).
-  if (problems.length > 0 && (cycles.length > 0 || hosts.size === 0)) throw new InventoryError(problems);
+  if (problems.length > 0 && (cycles.length > 0 || hosts.size === 0)) throw new InventoryError(allProblems());
 
   // 5. Groups without a parent are children of all (Ansible: top-level groups, INI sections).
   const all = groups.get('all')!;
@@ -227,18 +280,24 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
     for (const g of hostGroups) {
       for (const v of groups.get(g)!.vars) if (v.name !== 'ansible_group_priority') merged.set(v.name, v.value);
     }
+    for (const g of hostGroups) for (const v of groupFileVars.get(g) ?? []) merged.set(v.name, v.value);
     for (const v of h.vars) merged.set(v.name, v.value);
+    for (const v of hostFileVars.get(h.name) ?? []) merged.set(v.name, v.value);
     const get = <T>(name: string): T => (merged.has(name) ? merged.get(name) : defaultOf(name)) as T;
 
     if (!merged.has('ansible_host') && !isIpAddress(h.name) && !isDnsName(h.name)) {
       add(h.line, h.key, `host name ${JSON.stringify(h.name)} is not an IP address or DNS host name to connect to; set ansible_host`);
     }
+    const loginUser = merged.has('ansible_user') ? (merged.get('ansible_user') as string) : (user ??= localUser());
+    const becomeUser = get<string>('ansible_become_user');
     const connection: Connection = {
       address: merged.has('ansible_host') ? (merged.get('ansible_host') as string) : h.name,
       port: get<number>('ansible_port'),
-      user: merged.has('ansible_user') ? (merged.get('ansible_user') as string) : (user ??= localUser()),
-      become: get<boolean>('ansible_become'),
-      becomeUser: get<string>('ansible_become_user'),
+      user: loginUser,
+      // Every step of this tool needs root. kubespray's playbooks set `become: true` themselves, so its
+      // inventories rarely say ansible_become: unset, it follows from logging in as someone else.
+      become: merged.has('ansible_become') ? get<boolean>('ansible_become') : loginUser !== becomeUser,
+      becomeUser,
     };
     const keyFile = merged.get('ansible_ssh_private_key_file');
     if (typeof keyFile === 'string') connection.privateKeyFile = expandPath(keyFile, baseDir);
@@ -271,13 +330,15 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
     });
   }
 
-  if (problems.length > 0) throw new InventoryError(problems);
+  if (problems.length > 0 || fileProblems.length > 0) throw new InventoryError(allProblems());
 
   // 9. Group -> hosts (transitively), in inventory order.
   const groupHosts = [...groups.keys()].map(
     (g): [string, string[]] => [g, resolved.filter((h) => membership.get(h.name)!.has(g)).map((h) => h.name)],
   );
-  return { file, hosts: resolved, groups: Object.fromEntries(groupHosts) };
+  const inv: Inventory = { file, hosts: resolved, groups: Object.fromEntries(groupHosts) };
+  if (warnings.length > 0) inv.warnings = warnings;
+  return inv;
 }
 
 /** Each cycle in the children graph once, as a path that starts and ends with the same group. */

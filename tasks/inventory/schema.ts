@@ -6,6 +6,11 @@
 //   kpm_*         the tool's own namespace: an unknown name is an error ("did you mean ...")
 //   kube_proxy_*  accepted only if kubespray defines it (KUBESPRAY_KUBE_PROXY_VARIABLES), else an error
 //   anything else (other ansible_* variables, kubespray's other settings, your own): kept, not checked
+//
+// Values this tool cannot read are refused for the variables in the table (it would otherwise act on
+// a placeholder): Jinja templates (`{{ ... }}`, `{% ... %}`, which only Ansible evaluates) and
+// Ansible Vault ciphertext (`!vault`). Other variables keep them as written (kubespray's group_vars
+// are full of templates) or, for ciphertext, are dropped.
 
 import net from 'node:net';
 import os from 'node:os';
@@ -273,6 +278,25 @@ export const rejectedPassword: ValueType = {
   },
 };
 
+export const PASSPHRASE_MESSAGE =
+  'private key passphrases are never read from inventory files; remove this variable, load the key into ' +
+  'ssh-agent (ssh-add) and leave ansible_ssh_private_key_file unset so the agent is used';
+
+/** Always rejected, like passwords; the message never contains the value. */
+export const rejectedPassphrase: ValueType = {
+  parse() {
+    return fail(PASSPHRASE_MESSAGE);
+  },
+};
+
+/** ansible_become_method: the remote side runs `sudo`, so any other method would be silently ignored. */
+export const becomeMethod: ValueType = {
+  parse(v) {
+    if (v === null || v === undefined || v === 'sudo') return ok(v ?? null);
+    return expected('sudo (this tool becomes root only through sudo)', v);
+  },
+};
+
 /** Accepted as is (kubespray's own kube_proxy_* settings: kept in vars, not used by this tool). */
 export const anything: ValueType = { parse: (v) => ok(v) };
 
@@ -302,6 +326,8 @@ export const PASSWORD_VARIABLES = [
   'ansible_su_password',
 ] as const;
 
+export const PASSPHRASE_VARIABLES = ['ansible_ssh_private_key_passphrase', 'ansible_private_key_passphrase'] as const;
+
 export const VARIABLES: readonly VarSpec[] = [
   // Connection (Ansible's names)
   { name: 'ansible_host', aliases: ['ansible_ssh_host'], type: address, doc: 'address to connect to; default: the inventory host name' },
@@ -310,9 +336,13 @@ export const VARIABLES: readonly VarSpec[] = [
   { name: 'ansible_ssh_private_key_file', type: filePath, doc: 'SSH private key (~ expanded; relative to the inventory file)' },
   { name: 'ansible_become', type: bool, default: () => false, doc: 'run privileged commands through sudo' },
   { name: 'ansible_become_user', type: userName, default: () => 'root', doc: 'user to become' },
+  { name: 'ansible_become_method', type: becomeMethod, doc: 'must be sudo (or unset): the only method this tool uses' },
   { name: 'ansible_connection', type: sshConnection, doc: 'must be ssh (or smart/paramiko, treated as ssh)' },
   { name: 'ansible_group_priority', type: anyInteger, scope: 'group', default: () => 1, doc: 'order among sibling groups (Ansible)' },
   ...PASSWORD_VARIABLES.map((name): VarSpec => ({ name, type: rejectedPassword, doc: 'rejected: passwords are never read from inventory files' })),
+  ...PASSPHRASE_VARIABLES.map(
+    (name): VarSpec => ({ name, type: rejectedPassphrase, doc: 'rejected: key passphrases are never read from inventory files' }),
+  ),
 
   // kube-proxy (kubespray's names)
   { name: 'kube_proxy_mode', type: oneOf(PROXY_MODES), default: () => 'ipvs', doc: 'kube-proxy mode' },
@@ -405,7 +435,10 @@ export function defaultOf(name: string): unknown {
 // ---------------------------------------------------------------------------------------------
 // Checking one assignment
 
-export type VarSite = { kind: 'host' } | { kind: 'group'; group: string };
+/** Where an assignment is written: a host or a group, in the inventory file or in a vars file. */
+export type VarSite =
+  | { kind: 'host'; varsFile?: boolean }
+  | { kind: 'group'; group: string; varsFile?: boolean };
 
 export interface VarProblem {
   line: number;
@@ -413,7 +446,29 @@ export interface VarProblem {
   message: string;
 }
 
-export type CheckedVar = { ok: true; name: string; value: unknown } | { ok: false; problems: VarProblem[] };
+/**
+ * ok: the canonical name and typed value; false: problems; 'ignored': not merged at all, with a
+ * warning saying why (a vaulted or templated password, a priority Ansible would not honour there).
+ */
+export type CheckedVar =
+  | { ok: true; name: string; value: unknown }
+  | { ok: false; problems: VarProblem[] }
+  | { ok: 'ignored'; warning?: VarProblem };
+
+export const TEMPLATE_MESSAGE = 'templated values are not evaluated: write the value itself';
+
+/** A Jinja expression or statement, as Ansible would template it. */
+export function isTemplated(v: unknown): boolean {
+  return typeof v === 'string' && (v.includes('{{') || v.includes('{%'));
+}
+
+/** The value is nothing but `{{ ... }}` expressions: a reference to a secret kept elsewhere, not one. */
+function onlyTemplate(v: unknown): boolean {
+  return typeof v === 'string' && !v.includes('{%') && v.includes('{{') && v.replace(/\{\{[\s\S]*?\}\}/g, '').trim() === '';
+}
+
+const isSecretVariable = (name: string): boolean =>
+  (PASSWORD_VARIABLES as readonly string[]).includes(name) || (PASSPHRASE_VARIABLES as readonly string[]).includes(name);
 
 /**
  * Checks one assignment where it is written. On success returns the canonical name (aliases
@@ -425,14 +480,50 @@ export function checkVar(v: RawVar, site: VarSite, ini: boolean): CheckedVar {
     key: index !== undefined ? `${v.key}[${index}]` : v.key,
     message,
   });
+  const failWith = (message: string, index?: number): CheckedVar => ({ ok: false, problems: [problem(message, index)] });
 
   const spec = SPEC_BY_NAME.get(v.name);
   if (spec) {
     if (spec.scope === 'all' && !(site.kind === 'group' && site.group === 'all')) {
-      return { ok: false, problems: [problem(`${spec.name} applies to the whole run: set it in the vars of group all (all.vars / [all:vars])`)] };
+      return failWith(
+        site.varsFile
+          ? `${spec.name} applies to the whole run: set it in group_vars/all or in the vars of group all`
+          : `${spec.name} applies to the whole run: set it in the vars of group all (all.vars / [all:vars])`,
+      );
     }
     if (spec.scope === 'group' && site.kind !== 'group') {
-      return { ok: false, problems: [problem(`${spec.name} only applies to groups: set it in a group's vars`)] };
+      return failWith(
+        site.varsFile
+          ? `${spec.name} only applies to groups: set it in a group's vars in the inventory file`
+          : `${spec.name} only applies to groups: set it in a group's vars`,
+      );
+    }
+    // Ansible sorts groups while it reads the inventory file, before any vars file is loaded, so a
+    // priority set in group_vars orders nothing (ansible/ansible#41512); honouring it would diverge.
+    if (spec.name === 'ansible_group_priority' && site.varsFile) {
+      return {
+        ok: 'ignored',
+        warning: problem(`ignored: Ansible reads ${spec.name} only from the inventory file, not from group_vars; set it there`),
+      };
+    }
+    const unsafe = v.unsafe === true;
+    if (isSecretVariable(spec.name)) {
+      // A vaulted password, or one taken from elsewhere by a template, is not a password written in
+      // the file: Ansible users keep them this way, so it is skipped rather than refused.
+      const what = v.vault ? 'vault-encrypted' : !unsafe && onlyTemplate(v.value) ? 'a template' : undefined;
+      if (what) {
+        const instead = spec.name.includes('passphrase')
+          ? 'key passphrases are never read from inventory files (load the key into ssh-agent)'
+          : 'passwords come only from -K/--ask-become-pass or KPM_BECOME_PASSWORD';
+        return { ok: 'ignored', warning: problem(`ignored: its value is ${what}, and ${instead}`) };
+      }
+    } else {
+      if (v.vault) return failWith(`vault-encrypted values are not supported for ${spec.name}; write the value itself`);
+      if (!unsafe && isTemplated(v.value)) return failWith(`${TEMPLATE_MESSAGE}, not ${showValue(v.value)}`);
+      if (!unsafe && Array.isArray(v.value)) {
+        const i = v.value.findIndex(isTemplated);
+        if (i >= 0) return failWith(`${TEMPLATE_MESSAGE}, not ${showValue(v.value[i])}`, i);
+      }
     }
     const parsed = spec.type.parse(v.value, ini);
     if (!parsed.ok) return { ok: false, problems: parsed.failures.map((f) => problem(f.message, f.index)) };
@@ -442,12 +533,14 @@ export function checkVar(v: RawVar, site: VarSite, ini: boolean): CheckedVar {
   if (v.name.startsWith('kpm_')) {
     const s = suggest(v.name, KPM_NAMES);
     const hint = s ? `did you mean ${s}?` : `expected one of ${KPM_NAMES.join(', ')}`;
-    return { ok: false, problems: [problem(`unknown tool variable; ${hint}`)] };
+    return failWith(`unknown tool variable; ${hint}`);
   }
   if (v.name.startsWith('kube_proxy_') && !KUBESPRAY_SET.has(v.name)) {
     const s = suggest(v.name, KUBE_PROXY_NAMES);
     const hint = s ? `did you mean ${s}?` : 'expected a kube_proxy_* variable this tool or kubespray defines';
-    return { ok: false, problems: [problem(`unknown kube-proxy variable (neither this tool's nor kubespray's); ${hint}`)] };
+    return failWith(`unknown kube-proxy variable (neither this tool's nor kubespray's); ${hint}`);
   }
+  // Ciphertext is of no use to anyone reading `vars`; other variables are kept as written.
+  if (v.vault) return { ok: 'ignored' };
   return { ok: true, name: v.name, value: v.value };
 }

@@ -66,4 +66,10 @@ export interface Inventory {
   hosts: Host[];
   /** group name -> names of its hosts, children included (transitively) */
   groups: Record<string, string[]>;
+  /**
+   * What was read differently from how Ansible users might expect, one line each, naming the file:
+   * a skipped vault-encrypted vars file, a group_vars entry for a group the inventory does not have,
+   * an ignored variable. Absent when there is nothing to say.
+   */
+  warnings?: string[];
 }

@@ -216,7 +216,7 @@ export class RemoteSession {
    */
   async run(script: string, opts: { become?: boolean; timeoutMs?: number } = {}): Promise<ExecResult> {
     const c = this.host.connection;
-    const bash = `LC_ALL=C bash --noprofile --norc -c ${shQuote(script)}`;
+    const bash = `env LC_ALL=C bash --noprofile --norc -c ${shQuote(script)}`;
     const sudo = opts.become !== false && this.usesSudo;
     const password = this.options.becomePassword;
     const command = sudo

@@ -1,0 +1,100 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { EXIT, provision, TAGS } from './commands/provision.ts';
+import { promptSecret } from './remote/prompt.ts';
+
+// Commands and flags only: each command builds its options and hands over.
+
+export const BECOME_PASSWORD_ENV = 'KPM_BECOME_PASSWORD';
+
+function positiveInt(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError(`${name} must be a whole number from 1 to 1000`);
+    return n;
+  };
+}
+
+/** `npm run provision --dry-run -- …` hands --dry-run to npm, which exports npm_config_dry_run: honour it. */
+export function dryRunRequested(flag: boolean | undefined): boolean {
+  return !!flag || process.env.npm_config_dry_run === 'true';
+}
+
+async function becomePassword(ask: boolean): Promise<string | undefined> {
+  if (ask) return promptSecret('BECOME password: ');
+  const env = process.env[BECOME_PASSWORD_ENV];
+  return env === undefined || env === '' ? undefined : env;
+}
+
+export function buildCli(): Command {
+  const program = new Command('kube-proxy-mode')
+    .description("Prepare a live cluster's nodes for kube-proxy's IPVS mode, node by node, over SSH")
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('provision')
+    .description('prepare every target node (packages, module files, modules), then verify; --dry-run shows the diff first')
+    .requiredOption('-i, --inventory <file>', 'Ansible inventory (YAML or INI)')
+    .option('-C, --dry-run', 'show per node what would change, change nothing (also: --check)')
+    .addOption(new Option('--check').hideHelp())
+    .option('-l, --limit <pattern>', 'narrow the targets: host or group names, globs, !exclude, &intersect, @retry-file')
+    .option('-t, --tags <tags>', `run only these phases (${TAGS.join(', ')}); comma separated`, (v: string, prev: string[] = []) => [...prev, v])
+    .option('-f, --forks <n>', 'nodes worked on at once (default: kpm_forks, else 10)', positiveInt('--forks'))
+    .option('-K, --ask-become-pass', `prompt for the sudo password (or set ${BECOME_PASSWORD_ENV})`)
+    .option('--accept-new-host-keys', 'trust and record the host key of a node not yet in known_hosts (a changed key is still refused)')
+    .option('--known-hosts <file>', 'known_hosts file (default: kpm_known_hosts_file, else ~/.ssh/known_hosts)')
+    .option('-D, --diff', 'show file diffs on a real run too (a dry run always shows them)')
+    .option('--report <file>', 'write a JSON report: per host status, steps with timings, SSH execs')
+    .option('--retry-file <file>', 'where to list failed and unreachable hosts (default: <inventory name>.retry)')
+    .action(async (o) => {
+      const code = await provision({
+        inventory: o.inventory,
+        dryRun: dryRunRequested(o.dryRun || o.check),
+        limit: o.limit,
+        tags: o.tags,
+        forks: o.forks,
+        becomePassword: await becomePassword(!!o.askBecomePass),
+        acceptNewHostKeys: !!o.acceptNewHostKeys,
+        knownHosts: o.knownHosts,
+        report: o.report,
+        retryFile: o.retryFile,
+        showDiffs: !!o.diff,
+      });
+      process.exitCode = code;
+    });
+
+  program
+    .command('demo')
+    .description('bring up 3 local test hosts (root, Linux), run provision on them: dry run, real run, no-op rerun; tear down')
+    .option('--hosts <n>', 'number of test hosts', positiveInt('--hosts'), 3)
+    .option('--keep', 'leave the test hosts running at the end (tear down later with test/lab/hostlab/down.sh)')
+    .action(async (o) => {
+      const { demo } = await import('./commands/demo.ts');
+      process.exitCode = await demo({ hosts: o.hosts, keep: !!o.keep });
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildCli();
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    const err = e as { code?: string; exitCode?: number; message?: string };
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+      process.exitCode = 0;
+      return;
+    }
+    if (err.code?.startsWith('commander.')) {
+      process.exitCode = EXIT.usage;
+      return;
+    }
+    process.stderr.write(`kube-proxy-mode: ${err.message ?? String(e)}\n`);
+    process.exitCode = EXIT.error;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await main(process.argv);
+}

@@ -1,0 +1,82 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { shQuote } from '../remote/quote.ts';
+import type { NodePlan } from './plan.ts';
+
+// Turns a node plan into the one bash script that applies it, followed by a read-back of the node with
+// the same facts script the plan was made from (so verify compares like with like).
+
+const LIBRARY = readFileSync(fileURLToPath(new URL('./apply.sh', import.meta.url)), 'utf8');
+
+export const READBACK_MARKER = '@@kpm:readback';
+
+export interface StepLine {
+  name: string;
+  status: string;
+  message: string;
+}
+
+export interface ApplyOutput {
+  steps: StepLine[];
+  /** the facts script's output after the changes */
+  readback: string;
+}
+
+function step(name: string, body: string): string {
+  return `if kpm_go ${shQuote(name)}; then\n${body}\nfi\n`;
+}
+
+export function applyScript(plan: NodePlan, factsScript: string): string {
+  let s = LIBRARY + '\n';
+  const pm = plan.packageManager!;
+  if (plan.install.length > 0) {
+    const install = pm.install(plan.install);
+    // A package "not found" on a node whose package lists are empty or stale is the normal first-run case
+    // on fresh cloud images: refresh the lists once and try again.
+    const retry = pm.refresh ? ` || { ${pm.refresh} && ${install}; }` : '';
+    s += step(
+      'packages',
+      `if { ${install}${retry}; } >>"$KPM_LOG" 2>&1; then kpm_report packages changed ${shQuote(`installed ${plan.install.join(' ')}`)}; ` +
+        `else kpm_fail packages "${pm.name} could not install ${plan.install.join(' ')}: $(kpm_tail)"; fi`,
+    );
+  }
+  for (const f of plan.files) {
+    if (f.action === 'none') continue;
+    const name = stepNameForFile(f.file.path);
+    const owner = `${f.file.owner}:${f.file.group}`;
+    const msg = f.action === 'attributes' ? `set ${f.attributeChanges.join(', ')}` : `${f.action === 'create' ? 'created' : 'updated'} ${f.file.path}`;
+    const cmd =
+      f.action === 'attributes'
+        ? `kpm_attrs ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)}`
+        : `kpm_put ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)} ${shQuote(Buffer.from(f.content).toString('base64'))}`;
+    s += step(
+      name,
+      `if ${cmd} >>"$KPM_LOG" 2>&1; then kpm_report ${shQuote(name)} changed ${shQuote(msg)}; ` +
+        `else kpm_fail ${shQuote(name)} "cannot write ${f.file.path}: $(kpm_tail)"; fi`,
+    );
+  }
+  if (plan.load.length > 0) {
+    const script = plan.files.find((f) => f.file.template === 'ipvs.modules')!.file.path;
+    // Whether each module really loaded is judged from the read-back; the script's output carries
+    // modprobe's own messages for the ones that did not.
+    s += step('modules', `bash -- ${shQuote(script)} >>"$KPM_LOG" 2>&1; kpm_report modules ran "$(kpm_tail)"`);
+  }
+  s += `printf '%s\\n' ${shQuote(READBACK_MARKER)}\n`;
+  s += `bash --noprofile --norc -c ${shQuote(factsScript)}\n`;
+  return s;
+}
+
+export function stepNameForFile(path: string): string {
+  return path.endsWith('.modules') ? 'ipvs.modules' : 'modules-load.d';
+}
+
+export function parseApplyOutput(stdout: string): ApplyOutput {
+  const at = stdout.indexOf(READBACK_MARKER + '\n');
+  const head = at >= 0 ? stdout.slice(0, at) : stdout;
+  const steps: StepLine[] = [];
+  for (const line of head.split('\n')) {
+    const m = /^@@kpm:step (\S+) (\S+) ?(\S*)$/.exec(line);
+    if (m) steps.push({ name: m[1]!, status: m[2]!, message: Buffer.from(m[3] ?? '', 'base64').toString('utf8') });
+  }
+  return { steps, readback: at >= 0 ? stdout.slice(at + READBACK_MARKER.length + 1) : '' };
+}

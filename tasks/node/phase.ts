@@ -1,0 +1,218 @@
+import type { Host } from '../inventory/types.ts';
+import type { RemoteSession } from '../remote/ssh.ts';
+import type { StepResult, StepStatus } from '../run/results.ts';
+import { applyScript, parseApplyOutput, stepNameForFile } from './apply.ts';
+import { factsScript, parseFacts, type Facts } from './facts.ts';
+import { MANAGED_FILES, modulesToProbe } from './ipvs-requirements.ts';
+import { packagesToProbe, planIsNoop, planNode, type NodePlan } from './plan.ts';
+
+// The node phase for one host: facts (one exec) -> plan -> apply + read-back (one exec, only when
+// something differs) -> verify. A converged node costs exactly one exec.
+
+export const NODE_STEPS = ['facts', 'preflight', 'packages', 'ipvs.modules', 'modules-load.d', 'modules', 'verify'] as const;
+/** the steps that change the node */
+const CHANGE_STEPS = ['packages', 'ipvs.modules', 'modules-load.d', 'modules'] as const;
+
+export interface NodePhaseOptions {
+  dryRun: boolean;
+  emit: (r: StepResult) => void;
+}
+
+export interface NodePhaseOutcome {
+  steps: StepResult[];
+  plan?: NodePlan;
+  facts?: Facts;
+}
+
+function tail(text: string, n = 15): string {
+  return text.trim().split('\n').slice(-n).join('\n');
+}
+
+export async function runNodePhase(host: Host, session: RemoteSession, opts: NodePhaseOptions): Promise<NodePhaseOutcome> {
+  const steps: StepResult[] = [];
+  let clock = Date.now();
+  const record = (name: string, status: StepStatus, message: string, diff?: string): StepResult => {
+    const now = Date.now();
+    const r: StepResult = { host: host.name, name, status, message, ms: now - clock, ...(diff ? { diff } : {}) };
+    clock = now;
+    steps.push(r);
+    opts.emit(r);
+    return r;
+  };
+  const skipRest = (from: number, why: string) => {
+    for (const name of NODE_STEPS.slice(from)) record(name, 'skipped', why);
+  };
+
+  const probe = {
+    packages: packagesToProbe(),
+    modules: modulesToProbe(host.settings),
+    files: MANAGED_FILES.map((f) => f.path),
+  };
+  const script = factsScript(probe);
+
+  // 1. facts
+  let facts: Facts;
+  try {
+    const res = await session.run(script);
+    if (res.code !== 0) {
+      record('facts', 'failed', `facts script exited ${res.code ?? res.signal}: ${tail(res.stderr || res.stdout)}`);
+      skipRest(1, 'not run: facts failed');
+      return { steps };
+    }
+    facts = parseFacts(res.stdout);
+  } catch (e) {
+    record('facts', 'failed', (e as Error).message);
+    skipRest(1, 'not run: facts failed');
+    return { steps };
+  }
+  record('facts', 'ok', describeNode(facts));
+
+  // 2. plan
+  const plan = planNode(host, facts);
+  if (!plan.applicable) {
+    skipRest(1, plan.skipReason!);
+    return { steps, plan, facts };
+  }
+  if (plan.error) {
+    record('preflight', 'failed', plan.error);
+    skipRest(2, 'not run: the node cannot be prepared (nothing was changed)');
+    return { steps, plan, facts };
+  }
+  record(
+    'preflight',
+    'ok',
+    `${plan.family!.name} family, ${plan.packageManager!.name}; modules available: ${plan.modules.join(', ')}` +
+      (plan.modules.includes('nf_conntrack_ipv4') ? '' : ' (no nf_conntrack_ipv4 in this kernel: not needed)'),
+  );
+
+  if (opts.dryRun) {
+    reportPlan(plan, record, true);
+    record('verify', 'skipped', 'dry run: nothing was changed');
+    return { steps, plan, facts };
+  }
+  if (planIsNoop(plan)) {
+    reportPlan(plan, record, false);
+    record('verify', 'ok', `all in place: ${plan.packages.join(', ')} installed, ${plan.modules.length} modules loaded, files match`);
+    return { steps, plan, facts };
+  }
+
+  // 3. apply, with the read-back in the same exec
+  let out;
+  try {
+    const res = await session.run(applyScript(plan, script));
+    out = parseApplyOutput(res.stdout);
+    if (out.readback === '' && res.code !== 0) {
+      throw new Error(`apply script exited ${res.code ?? res.signal}: ${tail(res.stderr || res.stdout)}`);
+    }
+  } catch (e) {
+    // The connection dropped or the script died: what it did is unknown from here, so say so.
+    const msg = `${(e as Error).message} (the node may be partly changed; a rerun converges it)`;
+    const done = new Set(steps.map((s) => s.name));
+    const next = NODE_STEPS.find((n) => !done.has(n))!;
+    record(next, 'failed', msg);
+    skipRest(NODE_STEPS.indexOf(next) + 1, 'not run: an earlier step failed');
+    return { steps, plan, facts };
+  }
+  const reported = new Map(out.steps.map((s) => [s.name, s]));
+  let after: Facts | undefined;
+  let readbackError = '';
+  try {
+    after = parseFacts(out.readback);
+  } catch (e) {
+    readbackError = (e as Error).message;
+  }
+
+  for (const name of CHANGE_STEPS) {
+    const line = reported.get(name);
+    if (!line) {
+      const planned = plannedStep(plan, name, false);
+      record(name, planned.status === 'changed' ? 'failed' : planned.status, planned.status === 'changed' ? 'not reported by the node' : planned.message);
+      continue;
+    }
+    if (name === 'modules' && line.status === 'ran') {
+      const notLoaded = plan.modules.filter((m) => !(after?.modules[m]?.loaded || after?.modules[m]?.builtin));
+      if (!after) record(name, 'failed', `cannot read back the modules: ${readbackError}`);
+      else if (notLoaded.length > 0)
+        record(name, 'failed', notLoaded.map((m) => `${m} not loaded: ${messageFor(m, line.message, after!)}`).join('; '));
+      else record(name, 'changed', `loaded ${plan.load.join(', ')}`);
+      continue;
+    }
+    record(name, line.status as StepStatus, line.message, line.status === 'changed' ? fileDiff(plan, name) : undefined);
+  }
+  if (steps.some((s) => s.status === 'failed')) {
+    record('verify', 'skipped', 'not run: an earlier step failed');
+  } else if (!after) {
+    record('verify', 'failed', `cannot read the node back: ${readbackError}`);
+  } else {
+    const problems = verify(plan, after);
+    record('verify', problems.length ? 'failed' : 'ok', problems.length ? problems.join('; ') : 'read back: packages, files and modules are in place');
+  }
+  return { steps, plan, facts: after ?? facts };
+}
+
+function describeNode(f: Facts): string {
+  const pm = f.packageManagers[0] ?? 'no package manager';
+  return `${f.os.prettyName || f.os.id}, kernel ${f.kernel}, ${pm}${f.systemd ? ', systemd' : ''}`;
+}
+
+function fileDiff(plan: NodePlan, step: string): string | undefined {
+  const f = plan.files.find((x) => stepNameForFile(x.file.path) === step);
+  return f?.diff || undefined;
+}
+
+/** The step results a plan implies without applying it: what a dry run shows, and what a no-op rerun reports. */
+function plannedStep(plan: NodePlan, name: string, dryRun: boolean): { status: StepStatus; message: string; diff?: string } {
+  const would = dryRun ? 'would ' : '';
+  switch (name) {
+    case 'packages':
+      return plan.install.length
+        ? { status: 'changed', message: `${would}install ${plan.install.join(' ')} (${plan.packageManager!.name})` }
+        : { status: 'ok', message: `${plan.packages.join(', ')} already installed` };
+    case 'ipvs.modules':
+    case 'modules-load.d': {
+      const f = plan.files.find((x) => stepNameForFile(x.file.path) === name)!;
+      if (f.action === 'none') return { status: 'ok', message: `${f.file.path} is up to date` };
+      const verb = { create: 'create', update: 'update', attributes: 'set' }[f.action];
+      const what = f.action === 'attributes' ? `${f.attributeChanges.join(', ')} on ${f.file.path}` : f.file.path;
+      return {
+        status: 'changed',
+        message: `${would}${verb} ${what}${f.action === 'update' && f.attributeChanges.length ? ` (and ${f.attributeChanges.join(', ')})` : ''}`,
+        ...(f.diff ? { diff: f.diff } : {}),
+      };
+    }
+    case 'modules':
+      return plan.load.length
+        ? { status: 'changed', message: `${would}load ${plan.load.join(', ')}` }
+        : { status: 'ok', message: `${plan.modules.join(', ')} loaded or built in` };
+  }
+  return { status: 'ok', message: '' };
+}
+
+function reportPlan(plan: NodePlan, record: (n: string, s: StepStatus, m: string, d?: string) => void, dryRun: boolean): void {
+  for (const name of CHANGE_STEPS) {
+    const p = plannedStep(plan, name, dryRun);
+    record(name, p.status, p.message, p.diff);
+  }
+}
+
+function messageFor(module: string, scriptOutput: string, after: Facts): string {
+  const line = scriptOutput.split('\n').find((l) => new RegExp(`\\b${module}\\b`).test(l));
+  return line?.trim() || after.modules[module]?.message || 'modprobe gave no reason';
+}
+
+/** Compare the node as read back with the plan's target state. */
+export function verify(plan: NodePlan, after: Facts): string[] {
+  const problems: string[] = [];
+  const notInstalled = plan.packages.filter((p) => !after.packages[p]);
+  if (notInstalled.length) problems.push(`not installed: ${notInstalled.join(', ')}`);
+  for (const f of plan.files) {
+    const cur = after.files[f.file.path];
+    if (!cur?.exists) problems.push(`${f.file.path} is missing`);
+    else if (cur.content !== f.content) problems.push(`${f.file.path} content differs from the template`);
+    else if (cur.mode !== f.file.mode || cur.owner !== f.file.owner || cur.group !== f.file.group)
+      problems.push(`${f.file.path} has mode ${cur.mode} ${cur.owner}:${cur.group}, expected ${f.file.mode} ${f.file.owner}:${f.file.group}`);
+  }
+  const notLoaded = plan.modules.filter((m) => !(after.modules[m]?.loaded || after.modules[m]?.builtin));
+  if (notLoaded.length) problems.push(`not loaded: ${notLoaded.join(', ')}`);
+  return problems;
+}

@@ -1,0 +1,148 @@
+import type { Host } from '../inventory/types.ts';
+import { unifiedDiff } from '../run/diff.ts';
+import { familyOf, OS_FAMILIES, PACKAGE_MANAGERS, type OsFamily, type PackageManager } from './distros.ts';
+import type { Facts } from './facts.ts';
+import {
+  CONNTRACK_MODULE,
+  ipvsModules,
+  LEGACY_CONNTRACK_MODULE,
+  MANAGED_FILES,
+  type ManagedFile,
+} from './ipvs-requirements.ts';
+import { readTemplate, renderModuleTemplate } from './templates.ts';
+
+// The node plan: a pure comparison of what IPVS mode needs with what the node's facts say it has.
+// Dry-run prints it; apply executes exactly it; nothing else decides what changes on a node.
+
+export interface FilePlan {
+  file: ManagedFile;
+  content: string;
+  /** create: absent; update: content differs; attributes: only mode/owner differ */
+  action: 'none' | 'create' | 'update' | 'attributes';
+  diff: string;
+  /** e.g. "mode 644 -> 755" */
+  attributeChanges: string[];
+}
+
+export interface NodePlan {
+  host: string;
+  /** false when the host's target mode needs none of this (the node phase is skipped for it) */
+  applicable: boolean;
+  skipReason?: string;
+  /** the node cannot be prepared; set before anything is changed on it */
+  error?: string;
+  family?: OsFamily;
+  packageManager?: PackageManager;
+  /** every package IPVS mode needs, in this family's names */
+  packages: string[];
+  install: string[];
+  /** module load order, as written to both files */
+  modules: string[];
+  /** modules neither loaded nor built in */
+  load: string[];
+  files: FilePlan[];
+}
+
+/** Package names to ask every node about before its family is known: the union over families. */
+export function packagesToProbe(): string[] {
+  const names = OS_FAMILIES.flatMap((f) => Object.values(f.packages));
+  return [...new Set(names)];
+}
+
+function emptyPlan(host: Host): NodePlan {
+  return { host: host.name, applicable: true, packages: [], install: [], modules: [], load: [], files: [] };
+}
+
+export function planNode(host: Host, facts: Facts): NodePlan {
+  const plan = emptyPlan(host);
+  if (host.settings.mode !== 'ipvs') {
+    return {
+      ...plan,
+      applicable: false,
+      skipReason: `kube_proxy_mode is ${host.settings.mode}: the IPVS prerequisites are not needed`,
+    };
+  }
+
+  const family = facts.family ? OS_FAMILIES.find((f) => f.name === facts.family) : familyOf(facts.os);
+  if (!family) {
+    return {
+      ...plan,
+      error:
+        `unsupported distribution ${facts.os.prettyName || facts.os.id || 'unknown'} (ID=${facts.os.id || '?'}` +
+        `${facts.os.idLike.length ? `, ID_LIKE=${facts.os.idLike.join(' ')}` : ''}); supported: ` +
+        OS_FAMILIES.map((f) => `${f.name} (${f.packageManagers.join('/')})`).join(', '),
+    };
+  }
+  plan.family = family;
+  const pmName = family.packageManagers.find((pm) => facts.packageManagers.includes(pm));
+  if (!pmName) {
+    return {
+      ...plan,
+      error: `no package manager found on this ${family.name}-family node (looked for ${family.packageManagers.join(', ')})`,
+    };
+  }
+  plan.packageManager = PACKAGE_MANAGERS[pmName];
+
+  if (facts.user !== 'root') {
+    return {
+      ...plan,
+      error:
+        `connected as ${facts.user} without root: installing packages and writing /etc need root; ` +
+        `set ansible_become: true (sudo) or connect as root`,
+    };
+  }
+
+  // Modules: every IPVS module and nf_conntrack must exist in this kernel; the legacy IPv4 conntrack
+  // module is added only where modprobe finds it.
+  const required = [...ipvsModules(host.settings), CONNTRACK_MODULE];
+  const missing = required.filter((m) => !facts.modules[m]?.available);
+  if (missing.length > 0) {
+    const detail = missing
+      .map((m) => `${m}${facts.modules[m]?.message ? ` (${facts.modules[m]!.message})` : ''}`)
+      .join('; ');
+    const noIpvs = missing.includes('ip_vs');
+    return {
+      ...plan,
+      error:
+        (noIpvs
+          ? `kernel ${facts.kernel} has no ip_vs module: IPVS mode cannot run on this node`
+          : `kernel ${facts.kernel} lacks module${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`) +
+        `: ${detail}`,
+    };
+  }
+  plan.modules = facts.modules[LEGACY_CONNTRACK_MODULE]?.available ? [...required, LEGACY_CONNTRACK_MODULE] : required;
+  plan.load = plan.modules.filter((m) => !facts.modules[m]!.loaded && !facts.modules[m]!.builtin);
+
+  plan.packages = Object.values(family.packages);
+  plan.install = plan.packages.filter((p) => !facts.packages[p]);
+
+  plan.files = MANAGED_FILES.map((file) => planFile(file, renderModuleTemplate(readTemplate(file.template), plan.modules), facts));
+  return plan;
+}
+
+function planFile(file: ManagedFile, content: string, facts: Facts): FilePlan {
+  const cur = facts.files[file.path];
+  if (!cur || !cur.exists) {
+    return { file, content, action: 'create', diff: unifiedDiff(file.path, null, content), attributeChanges: [] };
+  }
+  const attributeChanges: string[] = [];
+  if (cur.mode !== file.mode) attributeChanges.push(`mode ${cur.mode ?? '?'} -> ${file.mode}`);
+  if (cur.owner !== file.owner || cur.group !== file.group)
+    attributeChanges.push(`owner ${cur.owner ?? '?'}:${cur.group ?? '?'} -> ${file.owner}:${file.group}`);
+  const same = !cur.tooLarge && cur.content === content;
+  if (same) {
+    return { file, content, action: attributeChanges.length ? 'attributes' : 'none', diff: '', attributeChanges };
+  }
+  const diff = cur.tooLarge
+    ? `--- ${file.path}\n+++ ${file.path}\n@@ current file is too large to show; it is replaced @@\n`
+    : unifiedDiff(file.path, cur.content ?? '', content);
+  return { file, content, action: 'update', diff, attributeChanges };
+}
+
+/** Nothing to change on the node: the rerun that says so without a second exec. */
+export function planIsNoop(plan: NodePlan): boolean {
+  return (
+    !plan.error &&
+    (!plan.applicable || (plan.install.length === 0 && plan.load.length === 0 && plan.files.every((f) => f.action === 'none')))
+  );
+}
