@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect, test } from 'vitest';
+import { afterAll, expect, test } from 'vitest';
 import { unifiedDiff } from '../../tasks/run/diff.ts';
 
 // Checked against GNU diff -u on the same inputs (hunk headers and bodies; the file header lines differ).
 const dir = mkdtempSync(join(tmpdir(), 'kpm-diff-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function gnu(a: string, b: string): string {
   writeFileSync(join(dir, 'a'), a);
   writeFileSync(join(dir, 'b'), b);

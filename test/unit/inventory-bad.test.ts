@@ -1,5 +1,5 @@
 import { readdirSync } from 'node:fs';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -297,6 +297,7 @@ describe('file-level problems', () => {
     const file = path.join(dir, 'big.ini');
     writeFileSync(file, big);
     await expect(loadInventory(file)).rejects.toThrow(`${file}: expected an inventory file of at most 10 MiB`);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('names a missing file or a directory', async () => {
@@ -306,6 +307,7 @@ describe('file-level problems', () => {
     );
     mkdirSync(path.join(dir, 'inv'));
     await expect(loadInventory(path.join(dir, 'inv'))).rejects.toThrow(InventoryError);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('reports an empty YAML file as an inventory without hosts', () => {

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   fingerprint,
   hostToken,
@@ -16,6 +16,7 @@ import {
 // what OpenSSH writes rather than against itself.
 
 const dir = mkdtempSync(join(tmpdir(), 'kpm-kh-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function newKey(name: string, type = 'ed25519'): { line: string; blob: Buffer } {
   const f = join(dir, name);
   execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-f', f]);
