@@ -113,13 +113,15 @@ kpm_facts() {
     lsm=''
   fi
   printf '@@kpm:lsmod %s\n' "$src"
+  local -A loaded=()
   while IFS= read -r line; do
     [[ -z $line || $line == @* ]] && continue
     printf '%s\n' "$line"
+    x=${line%% *}; loaded[${x//-/_}]=1
   done <<< "$lsm"
 
   # --- built-in modules: the lines of modules.builtin naming a requested module ------------------------
-  local -A wanted=()
+  local -A wanted=() inbuiltin=()
   for x in "${mods[@]}"; do wanted[$x]=1; done
   local mb='' b
   if [[ -n $kr ]]; then
@@ -132,7 +134,7 @@ kpm_facts() {
     if ((${#mods[@]})); then
       while IFS= read -r line; do
         b=${line##*/}; b=${b%%.ko*}; b=${b//-/_}
-        [[ -n ${wanted[$b]-} && $line != @* ]] && printf '%s\n' "$line"
+        [[ -n ${wanted[$b]-} && $line != @* ]] && { printf '%s\n' "$line"; inbuiltin[$b]=1; }
       done < "$R$mb"
     fi
   else
@@ -152,14 +154,21 @@ kpm_facts() {
   type -P modinfo >/dev/null 2>&1 && has_modinfo=1
   for m in "${mods[@]}"; do
     printf '@@kpm:module %s\n' "$m"
+    x=''
     if [[ -d $R/sys/module/$m ]]; then
       printf 'sysfs=1\n'
       # Only a loadable module has initstate; a built-in one shows here without it.
-      x=''
       if [[ -r $R/sys/module/$m/initstate ]]; then read -r x < "$R/sys/module/$m/initstate"; fi
       [[ $x =~ ^[a-z]+$ ]] && printf 'initstate=%s\n' "$x"
+      [[ -z $x ]] && inbuiltin[$m]=1
     else
       printf 'sysfs=0\n'
+    fi
+    # A module already loaded or built in is there: no need to ask modprobe (a converged node then costs
+    # one dry run, for nf_conntrack_ipv4, instead of one per module).
+    if [[ -n ${loaded[$m]-} || -n ${inbuiltin[$m]-} ]]; then
+      printf 'modprobe.rc=skipped\nmodinfo.rc=none\n'
+      continue
     fi
     if ((has_modprobe)); then
       out=$(modprobe -n -v "$m" 2>&1 </dev/null)

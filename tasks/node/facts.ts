@@ -293,10 +293,14 @@ function probeModule(
 
   const rc = kv.get('modprobe.rc');
   if (rc === undefined) throw new FactsParseError(`module ${name}: no modprobe.rc line`);
-  const modprobe = rc === 'none' ? '' : text('modprobe');
-  if (rc !== 'none' && !/^[0-9]+$/.test(rc)) throw new FactsParseError(`module ${name}: bad modprobe.rc ${preview(rc)}`);
+  const modprobe = rc === 'none' || rc === 'skipped' ? '' : text('modprobe');
+  if (rc !== 'none' && rc !== 'skipped' && !/^[0-9]+$/.test(rc)) throw new FactsParseError(`module ${name}: bad modprobe.rc ${preview(rc)}`);
+  if (rc === 'skipped' && !loaded && !builtin) {
+    throw new FactsParseError(`module ${name}: modprobe was skipped, but the module is neither loaded nor built in`);
+  }
   let dryRun: { ok: boolean; message: string };
-  if (rc === 'none') dryRun = { ok: false, message: 'modprobe is not installed on the node (package kmod)' };
+  if (rc === 'skipped') dryRun = { ok: true, message: '' };
+  else if (rc === 'none') dryRun = { ok: false, message: 'modprobe is not installed on the node (package kmod)' };
   else if (rc !== '0') dryRun = { ok: false, message: modprobe || `modprobe -n ${name} exited with status ${rc}` };
   else if (DISABLED_BY_INSTALL.test(modprobe)) {
     const cmd = DISABLED_BY_INSTALL.exec(modprobe)?.[0].trim() ?? 'install';

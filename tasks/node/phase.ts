@@ -92,7 +92,7 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   }
   if (planIsNoop(plan)) {
     reportPlan(plan, record, false);
-    record('verify', 'ok', `all in place: ${plan.packages.join(', ')} installed, ${plan.modules.length} modules loaded, files match`);
+    record('verify', 'ok', `all in place: ${plan.packages.join(', ')} installed, ${plan.modules.length} modules loaded or built in, files match`);
     return { steps, plan, facts };
   }
 

@@ -44,7 +44,8 @@ export function formatRecap(results: HostResult[], opts: { dryRun: boolean; titl
   const lines = [`${title} ${'*'.repeat(Math.max(3, 79 - title.length))}`];
   for (const r of results) {
     const c = countSteps(r);
-    const cell = (k: keyof RecapCounts) => `${k}=${c[k]}`.padEnd(k === 'unreachable' ? 16 : k === 'changed' ? 12 : 10);
+    // Ansible's own layout: `name : ok=N    changed=N    …`, each count left-aligned in 4 columns.
+    const cell = (k: keyof RecapCounts) => `${k}=${String(c[k]).padEnd(4)}`;
     lines.push(
       `${r.host.padEnd(width)}: ${cell('ok')} ${cell('changed')} ${cell('unreachable')} ${cell('failed')} ${cell('skipped')} ${verdict(r, opts.dryRun)}`,
     );
