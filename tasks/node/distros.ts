@@ -69,8 +69,10 @@ export const PACKAGE_MANAGERS: Readonly<Record<PackageManagerName, PackageManage
     command: 'apt-get',
     install: (pkgs) => {
       checkPackages('apt', pkgs);
+      // Fresh cloud nodes often run unattended-upgrades at boot: wait for dpkg's lock rather than fail
+      // at once (apt >= 1.9.11 honours the option; older apt ignores it).
       return (
-        'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends' +
+        'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=120' +
         ' -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ' +
         shWords(pkgs)
       );

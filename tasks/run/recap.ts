@@ -13,7 +13,8 @@ export interface RecapCounts {
 
 export function countSteps(h: HostResult): RecapCounts {
   const c: RecapCounts = { ok: 0, changed: 0, unreachable: h.status === 'unreachable' ? 1 : 0, failed: 0, skipped: 0 };
-  for (const s of h.steps) c[s.status]++;
+  // An unreachable host's failed connection is counted once, as unreachable (Ansible's way).
+  for (const s of h.steps) if (!(h.status === 'unreachable' && s.status === 'failed')) c[s.status]++;
   return c;
 }
 

@@ -206,9 +206,11 @@ describe.skipIf(!support.ok)('node phase on lab hosts', () => {
     expect(ok.report.hosts[n]!.status, ok.out).toBe('changed');
     expect(stepOf(ok, n, 'verify')!.status).toBe('ok');
     expect(ok.out + readFileSync(ok.reportFile, 'utf8')).not.toContain('lab-sudo-secret');
-    // without become, a non-root login cannot prepare the node, and says why
-    const plain = await runProvision(writeLabInventory(lab, { hosts: [n], vars: { ansible_user: 'kpm' } }));
-    expect(plain.report.hosts[n]!.reason).toMatch(/connected as kpm without root/);
+    // a non-root login becomes root by default; with become turned off it cannot prepare the node, and says why
+    const implicit = await runProvision(writeLabInventory(lab, { hosts: [n], vars: { ansible_user: 'kpm' } }), { becomePassword: 'lab-sudo-secret' });
+    expect(implicit.report.hosts[n]!.status).toBe('ok');
+    const plain = await runProvision(writeLabInventory(lab, { hosts: [n], vars: { ansible_user: 'kpm', ansible_become: false } }));
+    expect(plain.report.hosts[n]!.reason).toMatch(/connected as kpm without root: .* set ansible_become: true/);
   });
 
   test('a kernel without ip_vs fails the node before anything is changed, naming the module and modprobe\'s message', async () => {

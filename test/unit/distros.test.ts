@@ -79,7 +79,7 @@ describe('PACKAGE_MANAGERS', () => {
 
   it('builds the exact non-interactive install commands', () => {
     expect(PACKAGE_MANAGERS.apt.install(pkgs)).toBe(
-      'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ipvsadm ipset conntrack',
+      'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ipvsadm ipset conntrack',
     );
     expect(PACKAGE_MANAGERS.dnf.install(['ipvsadm', 'conntrack-tools'])).toBe('dnf -y -q install ipvsadm conntrack-tools');
     expect(PACKAGE_MANAGERS.yum.install(['ipvsadm'])).toBe('yum -y -q install ipvsadm');
