@@ -1,0 +1,126 @@
+import type { V1Node, V1Pod } from '@kubernetes/client-node';
+import type { Host, ProxyMode } from '../inventory/types.ts';
+
+// Preflight of the cluster phase: pure checks over what the API returned and what the node phase found.
+// Its one hard rule: the ConfigMap never flips while a node that runs kube-proxy is unknown to the
+// inventory or not ready for the target mode (since 1.26 kube-proxy exits instead of falling back).
+
+export interface ServerVersion {
+  major: number;
+  minor: number;
+  gitVersion: string;
+}
+
+/** "1", "31+" (EKS, GKE) -> 1, 31 */
+export function parseServerVersion(v: { major?: string; minor?: string; gitVersion?: string }): ServerVersion {
+  const major = Number.parseInt(v.major ?? '', 10);
+  const minor = Number.parseInt(v.minor ?? '', 10);
+  if (Number.isFinite(major) && Number.isFinite(minor)) return { major, minor, gitVersion: v.gitVersion ?? `v${major}.${minor}` };
+  const m = /^v?(\d+)\.(\d+)/.exec(v.gitVersion ?? '');
+  if (m) return { major: Number(m[1]), minor: Number(m[2]), gitVersion: v.gitVersion! };
+  return { major: 0, minor: 0, gitVersion: v.gitVersion ?? 'unknown' };
+}
+
+export const IPVS_DEPRECATION =
+  "IPVS mode is deprecated since Kubernetes 1.35 (KEP-5495: off by default planned for 1.40, removal for 1.43); " +
+  'nftables mode is GA since 1.33 and is where kube-proxy is going. Switching to IPVS still works on this cluster.';
+
+export interface NodeReadiness {
+  /** the node phase (or a read-only check) found the host ready for the target mode */
+  ready: boolean;
+  /** why not, in one line */
+  reason?: string;
+}
+
+export interface NodeMapping {
+  node: string;
+  internalIPs: string[];
+  /** the kube-proxy pod on the node (the newest, when the DaemonSet is mid-rollout) */
+  pod?: V1Pod;
+  host?: Host;
+}
+
+export interface PreflightResult {
+  errors: string[];
+  warnings: string[];
+  version: ServerVersion;
+  /** nodes that run a kube-proxy pod, in recycle order */
+  nodes: NodeMapping[];
+}
+
+export interface PreflightInput {
+  version: ServerVersion;
+  targetMode: ProxyMode;
+  nodes: V1Node[];
+  pods: V1Pod[];
+  /** every host of the inventory (not only the --limit ones): a node is matched by name or InternalIP */
+  hosts: Host[];
+  /** readiness of each inventory host for the target mode, by host name */
+  readiness: Map<string, NodeReadiness>;
+  /** --canary NODE: recycled first */
+  canary?: string;
+}
+
+function internalIPs(node: V1Node): string[] {
+  return (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
+}
+
+export function preflight(input: PreflightInput): PreflightResult {
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  const v = input.version;
+  if (input.targetMode === 'ipvs' && (v.major > 1 || (v.major === 1 && v.minor >= 35))) {
+    warnings.push(`server is ${v.gitVersion}: ${IPVS_DEPRECATION}`);
+  }
+  if (input.targetMode === 'nftables') {
+    errors.push('--mode nftables is not supported by this version of the tool (ipvs and iptables are)');
+  }
+
+  const byName = new Map(input.hosts.map((h) => [h.name, h]));
+  const byAddress = new Map(input.hosts.map((h) => [h.connection.address, h]));
+  const nodeInfo = new Map(input.nodes.map((n) => [n.metadata!.name!, n]));
+  const podsByNode = new Map<string, V1Pod>();
+  for (const p of input.pods) {
+    const node = p.spec?.nodeName;
+    if (!node || p.metadata?.deletionTimestamp) continue;
+    const prev = podsByNode.get(node);
+    const created = (x?: V1Pod) => Date.parse(String(x?.metadata?.creationTimestamp ?? 0)) || 0;
+    if (!prev || created(p) > created(prev)) podsByNode.set(node, p);
+  }
+
+  const mappings: NodeMapping[] = [];
+  const missing: string[] = [];
+  const unready: string[] = [];
+  for (const [node, pod] of podsByNode) {
+    const ips = nodeInfo.has(node) ? internalIPs(nodeInfo.get(node)!) : [];
+    const host = byName.get(node) ?? ips.map((ip) => byAddress.get(ip)).find((h) => h !== undefined);
+    if (!host) {
+      missing.push(`${node}${ips.length ? ` (${ips.join(', ')})` : ''}`);
+      mappings.push({ node, internalIPs: ips, pod });
+      continue;
+    }
+    const r = input.readiness.get(host.name);
+    if (input.targetMode === 'ipvs' && !r?.ready) unready.push(`${node} (host ${host.name}): ${r?.reason ?? 'not checked'}`);
+    mappings.push({ node, internalIPs: ips, pod, host });
+  }
+  if (missing.length) {
+    errors.push(
+      `${missing.length} node${missing.length > 1 ? 's run' : ' runs'} kube-proxy but ${missing.length > 1 ? 'are' : 'is'} not in the inventory ` +
+        `(matched by node name or InternalIP): ${missing.join(', ')}; add ${missing.length > 1 ? 'them' : 'it'} so ${missing.length > 1 ? 'they are' : 'it is'} prepared first`,
+    );
+  }
+  if (unready.length) {
+    errors.push(`not ready for ${input.targetMode} mode, so the ConfigMap is left as it is: ${unready.join('; ')}`);
+  }
+  if (podsByNode.size === 0) errors.push('no kube-proxy pod found (label k8s-app=kube-proxy): is kube-proxy a DaemonSet on this cluster?');
+
+  // Recycle order: inventory order, the canary first.
+  const order = new Map(input.hosts.map((h, i) => [h.name, i]));
+  mappings.sort((a, b) => (order.get(a.host?.name ?? '') ?? 1e9) - (order.get(b.host?.name ?? '') ?? 1e9) || a.node.localeCompare(b.node));
+  if (input.canary) {
+    const i = mappings.findIndex((m) => m.node === input.canary || m.host?.name === input.canary);
+    if (i < 0) errors.push(`--canary ${input.canary}: no such node runs kube-proxy`);
+    else mappings.unshift(...mappings.splice(i, 1));
+  }
+  return { errors, warnings, version: v, nodes: mappings };
+}
