@@ -12,6 +12,7 @@ import {
   type V1DaemonSet,
   type V1Node,
   type V1Pod,
+  type V1Service,
   type VersionInfo,
 } from '@kubernetes/client-node';
 
@@ -160,6 +161,10 @@ export class KubeClient {
 
   readDaemonSet(namespace: string, name: string): Promise<V1DaemonSet> {
     return this.call(`DaemonSet ${namespace}/${name}`, () => this.apps.readNamespacedDaemonSet({ namespace, name }));
+  }
+
+  readService(namespace: string, name: string): Promise<V1Service> {
+    return this.call(`Service ${namespace}/${name}`, () => this.core.readNamespacedService({ namespace, name }));
   }
 
   async listNodes(): Promise<V1Node[]> {

@@ -1,0 +1,87 @@
+import type { ProxyMode } from '../inventory/types.ts';
+import type { RemoteSession } from '../remote/ssh.ts';
+import { shQuote } from '../remote/quote.ts';
+
+// What a node says about its kube-proxy, read on the node itself in one SSH exec: the running mode from
+// kube-proxy's metrics endpoint (`/proxyMode`, the ground truth: editing the ConfigMap restarts nothing)
+// and, for ipvs, the IPVS table.
+
+export interface NodeProxyState {
+  /** what /proxyMode answered; null when nothing answered */
+  mode: string | null;
+  /** why mode is null */
+  error?: string;
+  /** `ipvsadm -Ln` output when asked for (null when ipvsadm is missing or failed) */
+  ipvs?: string | null;
+}
+
+/**
+ * Where to ask: kube-proxy's metricsBindAddress, as reachable from the node itself. A wildcard address
+ * (0.0.0.0, ::, empty) is asked on loopback.
+ */
+export function metricsEndpoint(metricsBindAddress: string): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?(?::(\d+))?$/.exec(metricsBindAddress.trim()) ?? [];
+  let host = m[1] ?? '';
+  const port = m[2] ? Number(m[2]) : 10249;
+  if (host === '' || host === '0.0.0.0' || host === '::') host = '127.0.0.1';
+  return { host, port };
+}
+
+const MARK = '@@kpm:';
+
+export function nodeCheckScript(metricsBindAddress: string, withIpvs: boolean): string {
+  const { host, port } = metricsEndpoint(metricsBindAddress);
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/proxyMode`;
+  // curl where the node has it; bash's /dev/tcp otherwise (minimal images ship no curl).
+  return `export LC_ALL=C PATH="$PATH:/usr/sbin:/sbin"
+url=${shQuote(url)} h=${shQuote(host)} p=${shQuote(String(port))}
+if command -v curl >/dev/null 2>&1; then
+  body=$(curl -sS --max-time 3 "$url" 2>&1); rc=$?
+else
+  body=$(exec 3<>"/dev/tcp/$h/$p" && printf 'GET /proxyMode HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' "$h" >&3 && timeout 3 cat <&3 | sed '1,/^\\r\\{0,1\\}$/d' 2>&1); rc=$?
+fi
+printf '${MARK}mode %s %s\\n' "$rc" "$(printf '%s' "$body" | base64 -w0)"
+${
+  withIpvs
+    ? `if command -v ipvsadm >/dev/null 2>&1; then out=$(ipvsadm -Ln 2>&1); printf '${MARK}ipvs %s %s\\n' "$?" "$(printf '%s' "$out" | base64 -w0)"; else printf '${MARK}ipvs 127 \\n'; fi`
+    : ''
+}
+`;
+}
+
+export function parseNodeCheck(stdout: string): NodeProxyState {
+  const state: NodeProxyState = { mode: null };
+  for (const line of stdout.split('\n')) {
+    const m = /^@@kpm:(mode|ipvs) (\d+) ?(\S*)$/.exec(line);
+    if (!m) continue;
+    const text = Buffer.from(m[3] ?? '', 'base64').toString('utf8').trim();
+    if (m[1] === 'mode') {
+      if (m[2] === '0' && /^[a-z]+$/.test(text)) state.mode = text;
+      else state.error = m[2] === '0' ? `unexpected answer ${JSON.stringify(text.slice(0, 80))}` : text || `no answer (exit ${m[2]})`;
+    } else {
+      state.ipvs = m[2] === '0' ? text : null;
+    }
+  }
+  if (state.mode === null && !state.error) state.error = 'the node check printed nothing';
+  return state;
+}
+
+export async function readNodeProxyState(session: RemoteSession, metricsBindAddress: string, withIpvs: boolean): Promise<NodeProxyState> {
+  const res = await session.run(nodeCheckScript(metricsBindAddress, withIpvs), { timeoutMs: 20_000 });
+  return parseNodeCheck(res.stdout);
+}
+
+/** Does `ipvsadm -Ln` list this virtual server? (`TCP  10.96.0.1:443 rr`; IPv6 as `[fd00::1]:443`) */
+export function ipvsHasVirtualServer(ipvsadm: string, ip: string, port: number, protocol = 'TCP'): boolean {
+  const addr = ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+  return ipvsadm.split('\n').some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[0] === protocol && f[1]?.toLowerCase() === addr.toLowerCase();
+  });
+}
+
+/** kube-proxy's proxier line for a mode, in the forms of every version (≤1.25 ends with a dot). */
+export function proxierLine(log: string, mode: ProxyMode): string | undefined {
+  const re = new RegExp(`Using ${mode} [Pp]roxier`);
+  return log.split('\n').find((l) => re.test(l));
+}
