@@ -3,7 +3,8 @@ import { InventoryError } from '../inventory/errors.ts';
 import { loadInventory, selectTargets } from '../inventory/load.ts';
 import type { Host } from '../inventory/types.ts';
 import { runNodePhase } from '../node/phase.ts';
-import { BecomeError, HostKeyError, RemoteSession } from '../remote/ssh.ts';
+import { SessionPool } from '../remote/sessions.ts';
+import { BecomeError, HostKeyError, type RemoteSession } from '../remote/ssh.ts';
 import { executeHosts, wantsPlainOutput } from '../run/render.ts';
 import { formatRecap } from '../run/recap.ts';
 import { writeReport, writeRetryFile } from '../run/report.ts';
@@ -93,18 +94,22 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
     );
   }
 
-  const worker = (host: Host, emit: EventSink) =>
-    provisionHost(host, emit, {
-      dryRun: opts.dryRun,
-      acceptNewHostKeys: opts.acceptNewHostKeys,
-      ...(opts.becomePassword !== undefined ? { becomePassword: opts.becomePassword } : {}),
-    });
-  const results = await executeHosts(targets, worker, {
-    forks,
-    showDiffs: opts.dryRun || opts.showDiffs,
-    plain: opts.plain ?? wantsPlainOutput(),
-    out,
+  const sessions = new SessionPool({
+    acceptNewHostKeys: opts.acceptNewHostKeys,
+    ...(opts.becomePassword !== undefined ? { becomePassword: opts.becomePassword } : {}),
   });
+  let results: HostResult[];
+  try {
+    const worker = (host: Host, emit: EventSink) => provisionHost(host, emit, { dryRun: opts.dryRun, sessions });
+    results = await executeHosts(targets, worker, {
+      forks,
+      showDiffs: opts.dryRun || opts.showDiffs,
+      plain: opts.plain ?? wantsPlainOutput(),
+      out,
+    });
+  } finally {
+    await sessions.closeAll();
+  }
 
   out('');
   out(formatRecap(results, { dryRun: opts.dryRun }));
@@ -133,11 +138,10 @@ export function exitCodeFor(results: HostResult[]): number {
 
 export interface HostRunOptions {
   dryRun: boolean;
-  acceptNewHostKeys: boolean;
-  becomePassword?: string;
+  sessions: SessionPool;
 }
 
-/** One host, start to end: connect, run its phases, close. Never throws: every outcome is a HostResult. */
+/** One host's node phase: connect (or reuse the connection), run it. Never throws: every outcome is a HostResult. */
 export async function provisionHost(host: Host, emit: EventSink, opts: HostRunOptions): Promise<HostResult> {
   emit({ type: 'host-start', host: host.name });
   const t0 = Date.now();
@@ -147,10 +151,7 @@ export async function provisionHost(host: Host, emit: EventSink, opts: HostRunOp
   };
   let session: RemoteSession;
   try {
-    session = await RemoteSession.open(host, {
-      acceptNewHostKeys: opts.acceptNewHostKeys,
-      ...(opts.becomePassword !== undefined ? { becomePassword: opts.becomePassword } : {}),
-    });
+    session = await opts.sessions.get(host);
   } catch (e) {
     const error = e as Error;
     const step: StepResult = {
@@ -193,7 +194,5 @@ export async function provisionHost(host: Host, emit: EventSink, opts: HostRunOp
       sshExecs: session.execs,
       reason: error.message,
     });
-  } finally {
-    session.close();
   }
 }

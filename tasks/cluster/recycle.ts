@@ -1,0 +1,171 @@
+import type { V1Pod } from '@kubernetes/client-node';
+import type { ProxyMode } from '../inventory/types.ts';
+import type { RemoteSession } from '../remote/ssh.ts';
+import type { StepStatus } from '../run/results.ts';
+import { KubeError, type KubeClient } from './kube.ts';
+import { ipvsHasVirtualServer, proxierLine, readNodeProxyState, type NodeProxyState } from './node-checks.ts';
+import type { NodeMapping } from './preflight.ts';
+
+// Recycling kube-proxy on one node, with proof: the pod is deleted only when the DaemonSet has no other
+// pod unavailable, the replacement must become Ready on the same node, and the node itself must then
+// answer /proxyMode with the target mode (plus the proxier log line, and for ipvs the kubernetes Service
+// as a virtual server). One node at a time: the caller never runs two of these at once.
+
+export interface RecycleSettings {
+  kube: KubeClient;
+  namespace: string;
+  daemonSet: string;
+  labelSelector: string;
+  metricsBindAddress: string;
+  podTimeoutMs: number;
+  /** default/kubernetes, for the ipvs check */
+  kubernetesService?: { ip: string; port: number };
+  dryRun: boolean;
+}
+
+export interface NodeRecycleResult {
+  node: string;
+  status: StepStatus;
+  message: string;
+  /** the old pod was deleted (so a rollback has to recycle this node again) */
+  deleted: boolean;
+  /** the last lines of the new pod's log, when it failed */
+  logTail?: string;
+  /** which check failed */
+  failedCheck?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function isReady(p: V1Pod): boolean {
+  return p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+}
+
+function crashReason(p: V1Pod): string | undefined {
+  for (const cs of p.status?.containerStatuses ?? []) {
+    const w = cs.state?.waiting?.reason;
+    if (w && /CrashLoopBackOff|CreateContainerConfigError|ImagePullBackOff|ErrImagePull|RunContainerError/.test(w)) return w;
+    if (cs.state?.terminated && (cs.restartCount ?? 0) > 0) return `terminated (${cs.state.terminated.reason ?? 'Error'}, exit ${cs.state.terminated.exitCode})`;
+  }
+  return undefined;
+}
+
+export async function waitDaemonSetSettled(s: RecycleSettings, deadlineMs: number): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  for (;;) {
+    const ds = await s.kube.readDaemonSet(s.namespace, s.daemonSet);
+    const unavailable = ds.status?.numberUnavailable ?? 0;
+    if (unavailable === 0) return;
+    if (Date.now() >= end) {
+      throw new KubeError(`DaemonSet ${s.namespace}/${s.daemonSet} still has ${unavailable} unavailable pod(s) after ${Math.round(deadlineMs / 1000)}s: not deleting another`);
+    }
+    await sleep(1000);
+  }
+}
+
+async function tailLog(s: RecycleSettings, pod: V1Pod, lines = 15): Promise<string> {
+  const name = pod.metadata!.name!;
+  const container = pod.spec?.containers?.[0]?.name;
+  const get = (previous: boolean) =>
+    s.kube.podLog(s.namespace, name, { ...(container ? { container } : {}), tailLines: lines, previous }).catch(() => '');
+  // A crash-looping container's useful words are in the previous instance's log.
+  const prev = (pod.status?.containerStatuses?.[0]?.restartCount ?? 0) > 0 ? await get(true) : '';
+  return (prev || (await get(false))).trimEnd();
+}
+
+/** Check a node that should run `mode`: /proxyMode on the node, the proxier line, and for ipvs the table. */
+export async function verifyNode(
+  s: RecycleSettings,
+  session: RemoteSession,
+  mode: ProxyMode,
+  pod: V1Pod | undefined,
+): Promise<{ ok: boolean; check?: string; message: string; state: NodeProxyState }> {
+  // kube-proxy can report Ready a moment before its metrics server answers: give it a few tries.
+  let state: NodeProxyState = { mode: null };
+  for (let i = 0; i < 10; i++) {
+    state = await readNodeProxyState(session, s.metricsBindAddress, mode === 'ipvs');
+    if (state.mode === mode) break;
+    await sleep(500);
+  }
+  if (state.mode !== mode) {
+    return { ok: false, check: '/proxyMode', message: `/proxyMode answers ${state.mode ?? `nothing (${state.error})`}, expected ${mode}`, state };
+  }
+  const found: string[] = [`/proxyMode: ${mode}`];
+  if (pod) {
+    const log = await s.kube.podLog(s.namespace, pod.metadata!.name!, { tailLines: 400 }).catch(() => '');
+    const line = proxierLine(log, mode);
+    if (!line) return { ok: false, check: 'proxier log line', message: `the log of ${pod.metadata!.name} has no "Using ${mode} Proxier" line`, state };
+    found.push('log: Using ' + mode + ' Proxier');
+  }
+  if (mode === 'ipvs' && s.kubernetesService) {
+    const { ip, port } = s.kubernetesService;
+    if (state.ipvs === null || state.ipvs === undefined) return { ok: false, check: 'ipvsadm -Ln', message: 'ipvsadm -Ln failed on the node', state };
+    if (!ipvsHasVirtualServer(state.ipvs, ip, port)) {
+      return { ok: false, check: 'ipvsadm -Ln', message: `ipvsadm -Ln lists no virtual server ${ip}:${port} (Service default/kubernetes)`, state };
+    }
+    found.push(`ipvsadm: ${ip}:${port}`);
+  }
+  return { ok: true, message: found.join(', '), state };
+}
+
+/** Switch one node's kube-proxy to `mode` (or say why not). Never throws for an expected failure. */
+export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: RemoteSession, mode: ProxyMode): Promise<NodeRecycleResult> {
+  const node = m.node;
+  const before = await readNodeProxyState(session, s.metricsBindAddress, false);
+  if (before.mode === mode) {
+    const v = await verifyNode(s, session, mode, m.pod);
+    return v.ok
+      ? { node, status: 'ok', message: `already runs ${mode}: ${v.message}`, deleted: false }
+      : { node, status: 'failed', message: v.message, deleted: false, ...(v.check ? { failedCheck: v.check } : {}) };
+  }
+  const pod = m.pod;
+  if (!pod) return { node, status: 'failed', message: 'no kube-proxy pod on this node', deleted: false };
+  const name = pod.metadata!.name!;
+  const now = before.mode ? `runs ${before.mode}` : `/proxyMode did not answer (${before.error})`;
+  if (s.dryRun) return { node, status: 'changed', message: `would delete pod ${name} (${now}) and wait for its replacement in ${mode} mode`, deleted: false };
+
+  await waitDaemonSetSettled(s, s.podTimeoutMs);
+  const oldUid = pod.metadata!.uid;
+  await s.kube.deletePod(s.namespace, name);
+  let outcome: { pod: V1Pod; crash?: string };
+  try {
+    outcome = await s.kube.waitForPods(
+      s.namespace,
+      { labelSelector: s.labelSelector, fieldSelector: `spec.nodeName=${node}` },
+      (pods) => {
+        for (const p of pods) {
+          if (p.metadata?.uid === oldUid || p.metadata?.deletionTimestamp) continue;
+          const crash = crashReason(p);
+          if (crash) return { pod: p, crash };
+          if (isReady(p)) return { pod: p };
+        }
+        return undefined;
+      },
+      s.podTimeoutMs,
+      `the new kube-proxy pod on ${node} to become Ready`,
+    );
+  } catch (e) {
+    const { items } = await s.kube.listPods(s.namespace, s.labelSelector, `spec.nodeName=${node}`).catch(() => ({ items: [] as V1Pod[] }));
+    const fresh = items.find((p) => p.metadata?.uid !== oldUid);
+    const logTail = fresh ? await tailLog(s, fresh) : '';
+    return { node, status: 'failed', message: (e as Error).message, deleted: true, failedCheck: 'pod Ready', ...(logTail ? { logTail } : {}) };
+  }
+  const newName = outcome.pod.metadata!.name!;
+  if (outcome.crash) {
+    const logTail = await tailLog(s, outcome.pod);
+    return {
+      node,
+      status: 'failed',
+      message: `new pod ${newName} is ${outcome.crash}${logTail ? `: ${logTail.split('\n').filter(Boolean).pop()}` : ''}`,
+      deleted: true,
+      failedCheck: 'pod Ready',
+      ...(logTail ? { logTail } : {}),
+    };
+  }
+  const v = await verifyNode(s, session, mode, outcome.pod);
+  if (!v.ok) {
+    const logTail = await tailLog(s, outcome.pod);
+    return { node, status: 'failed', message: `pod ${newName}: ${v.message}`, deleted: true, ...(v.check ? { failedCheck: v.check } : {}), ...(logTail ? { logTail } : {}) };
+  }
+  return { node, status: 'changed', message: `pod ${name} replaced by ${newName}, verified: ${v.message}`, deleted: true };
+}
