@@ -46,6 +46,17 @@ export function buildCli(): Command {
     .option('-D, --diff', 'show file diffs on a real run too (a dry run always shows them)')
     .option('--report <file>', 'write a JSON report: per host status, steps with timings, SSH execs')
     .option('--retry-file <file>', 'where to list failed and unreachable hosts (default: <inventory name>.retry)')
+    .addOption(new Option('--mode <mode>', 'target mode for every host (default: kube_proxy_mode, else ipvs); --mode iptables goes back').choices(['ipvs', 'iptables']))
+    .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
+    .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
+    .option('--canary <node>', 'recycle this node first')
+    .option('--pod-timeout <seconds>', 'how long a new kube-proxy pod may take to become Ready', positiveInt('--pod-timeout'), 180)
+    .option('--no-rollback', 'on a failed node, stop but leave the ConfigMap and the switched nodes as they are')
+    .option('--backup-dir <dir>', 'where the ConfigMap backup is written before the change', '.')
+    .option('--namespace <ns>', "kube-proxy's namespace", 'kube-system')
+    .option('--configmap <name>', "kube-proxy's ConfigMap", 'kube-proxy')
+    .option('--config-key <key>', 'the ConfigMap key holding the KubeProxyConfiguration', 'config.conf')
+    .option('--daemonset <name>', "kube-proxy's DaemonSet", 'kube-proxy')
     .action(async (o) => {
       const code = await provision({
         inventory: o.inventory,
@@ -59,6 +70,19 @@ export function buildCli(): Command {
         report: o.report,
         retryFile: o.retryFile,
         showDiffs: !!o.diff,
+        ...(o.mode ? { mode: o.mode } : {}),
+        cluster: {
+          kubeconfig: o.kubeconfig,
+          context: o.context,
+          canary: o.canary,
+          podTimeoutS: o.podTimeout,
+          rollback: o.rollback !== false,
+          backupDir: o.backupDir,
+          namespace: o.namespace,
+          configMap: o.configmap,
+          configKey: o.configKey,
+          daemonSet: o.daemonset,
+        },
       });
       process.exitCode = code;
     });

@@ -49,8 +49,9 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 500, timeo
 
 export function kubeconfigPath(target: KubeTarget, env: NodeJS.ProcessEnv = process.env): string {
   if (target.kubeconfig) return target.kubeconfig;
-  const fromEnv = env.KUBECONFIG?.split(':').find((p) => p !== '' && existsSync(p));
-  if (fromEnv) return fromEnv;
+  const fromEnv = (env.KUBECONFIG ?? '').split(':').filter((p) => p !== '');
+  // the first file that exists, as kubectl merges them; none existing is an error that names the first
+  if (fromEnv.length) return fromEnv.find((p) => existsSync(p)) ?? fromEnv[0]!;
   return join(homedir(), '.kube', 'config');
 }
 

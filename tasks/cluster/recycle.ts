@@ -50,14 +50,21 @@ function crashReason(p: V1Pod): string | undefined {
   return undefined;
 }
 
-export async function waitDaemonSetSettled(s: RecycleSettings, deadlineMs: number): Promise<void> {
+/**
+ * Wait until every kube-proxy pod except this node's is Ready (and none is terminating), so deleting this
+ * node's pod makes at most one unavailable. This node's own pod may be the unavailable one: that is the
+ * case of a rollback of the node that just failed.
+ */
+export async function waitOthersReady(s: RecycleSettings, node: string, deadlineMs: number): Promise<void> {
   const end = Date.now() + deadlineMs;
   for (;;) {
-    const ds = await s.kube.readDaemonSet(s.namespace, s.daemonSet);
-    const unavailable = ds.status?.numberUnavailable ?? 0;
-    if (unavailable === 0) return;
+    const { items } = await s.kube.listPods(s.namespace, s.labelSelector);
+    const blocking = items.filter((p) => p.spec?.nodeName !== node && (p.metadata?.deletionTimestamp || !isReady(p)));
+    if (blocking.length === 0) return;
     if (Date.now() >= end) {
-      throw new KubeError(`DaemonSet ${s.namespace}/${s.daemonSet} still has ${unavailable} unavailable pod(s) after ${Math.round(deadlineMs / 1000)}s: not deleting another`);
+      throw new KubeError(
+        `kube-proxy is still unavailable on ${blocking.map((p) => p.spec?.nodeName ?? p.metadata?.name).join(', ')} after ${Math.round(deadlineMs / 1000)}s: not deleting another pod`,
+      );
     }
     await sleep(1000);
   }
@@ -124,7 +131,7 @@ export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: R
   const now = before.mode ? `runs ${before.mode}` : `/proxyMode did not answer (${before.error})`;
   if (s.dryRun) return { node, status: 'changed', message: `would delete pod ${name} (${now}) and wait for its replacement in ${mode} mode`, deleted: false };
 
-  await waitDaemonSetSettled(s, s.podTimeoutMs);
+  await waitOthersReady(s, node, s.podTimeoutMs);
   const oldUid = pod.metadata!.uid;
   await s.kube.deletePod(s.namespace, name);
   let outcome: { pod: V1Pod; crash?: string };

@@ -1,16 +1,20 @@
 import { basename, extname } from 'node:path';
 import { InventoryError } from '../inventory/errors.ts';
 import { loadInventory, selectTargets } from '../inventory/load.ts';
-import type { Host } from '../inventory/types.ts';
+import type { Host, Inventory, ProxyMode } from '../inventory/types.ts';
+import { CLUSTER, runClusterPhase } from '../cluster/phase.ts';
+import type { NodeReadiness } from '../cluster/preflight.ts';
 import { runNodePhase } from '../node/phase.ts';
+import { planIsNoop } from '../node/plan.ts';
 import { SessionPool } from '../remote/sessions.ts';
 import { BecomeError, HostKeyError, type RemoteSession } from '../remote/ssh.ts';
-import { executeHosts, wantsPlainOutput } from '../run/render.ts';
+import { executeHosts, formatDiff, formatStepLine, wantsPlainOutput } from '../run/render.ts';
 import { formatRecap } from '../run/recap.ts';
 import { writeReport, writeRetryFile } from '../run/report.ts';
 import { hostStatusOf, type EventSink, type HostResult, type StepResult } from '../run/results.ts';
 
-// `provision`: the node phase (and, with later phases, the cluster phase) over every target host.
+// `provision`: the node phase over every target host (--forks at a time), then the cluster phase:
+// ConfigMap and a serial kube-proxy recycle with proof per node.
 
 /** Ansible's exit codes, so wrappers written for ansible-playbook read ours the same way. */
 export const EXIT = { ok: 0, error: 1, failed: 2, unreachable: 3, inventory: 4, usage: 5, interrupted: 99 } as const;
@@ -31,8 +35,25 @@ export interface ProvisionOptions {
   retryFile?: string;
   showDiffs: boolean;
   plain?: boolean;
+  /** --mode: the target mode for every host (default: each host's kube_proxy_mode) */
+  mode?: ProxyMode;
+  cluster?: ClusterFlags;
   out?: (line: string) => void;
   err?: (line: string) => void;
+}
+
+export interface ClusterFlags {
+  kubeconfig?: string;
+  context?: string;
+  namespace?: string;
+  configMap?: string;
+  configKey?: string;
+  daemonSet?: string;
+  labelSelector?: string;
+  podTimeoutS?: number;
+  canary?: string;
+  rollback?: boolean;
+  backupDir?: string;
 }
 
 export class UsageError extends Error {}
@@ -57,9 +78,10 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
   const started = Date.now();
   let tags: Tag[];
   let targets: Host[];
+  let inv: Inventory;
   try {
     tags = resolveTags(opts.tags);
-    const inv = await loadInventory(opts.inventory);
+    inv = await loadInventory(opts.inventory);
     for (const w of inv.warnings ?? []) err(`warning: ${w}`);
     targets = selectTargets(inv, opts.limit);
   } catch (e) {
@@ -73,19 +95,20 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
     }
     throw e;
   }
-  if (opts.knownHosts) for (const h of targets) h.run.knownHostsFile = opts.knownHosts;
+  for (const h of inv.hosts) {
+    if (opts.knownHosts) h.run.knownHostsFile = opts.knownHosts;
+    if (opts.mode) h.settings.mode = opts.mode;
+  }
   const forks = opts.forks ?? targets[0]?.run.forks ?? 10;
-
-  const phases = tags.filter((t) => t === 'node');
-  if (tags.includes('cluster') && phases.length === 0) {
-    err('--tags cluster: this version has no cluster phase yet (ConfigMap flip and kube-proxy recycle); nothing to run');
+  const phases = TAGS.filter((t) => tags.includes(t));
+  const modes = new Set(targets.map((h) => h.settings.mode));
+  if (phases.includes('cluster') && modes.size > 1) {
+    err(`kube_proxy_mode differs between the target hosts (${[...modes].join(', ')}): kube-proxy has one mode per cluster; set it once (or use --mode)`);
     return EXIT.usage;
   }
-
-  const modes = new Set(targets.map((h) => h.settings.mode));
   out(
     `kube-proxy-mode provision: ${targets.length} host${targets.length === 1 ? '' : 's'} from ${opts.inventory}, ` +
-      `forks ${forks}, phases: ${phases.join(', ')}${opts.dryRun ? ', DRY RUN (nothing will be changed)' : ''}`,
+      `target mode ${[...modes].join(', ')}, forks ${forks}, phases: ${phases.join(', ')}${opts.dryRun ? ', DRY RUN (nothing will be changed)' : ''}`,
   );
   if (modes.has('ipvs')) {
     out(
@@ -98,15 +121,16 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
     acceptNewHostKeys: opts.acceptNewHostKeys,
     ...(opts.becomePassword !== undefined ? { becomePassword: opts.becomePassword } : {}),
   });
-  let results: HostResult[];
+  let results: HostResult[] = [];
+  const plain = opts.plain ?? wantsPlainOutput();
   try {
-    const worker = (host: Host, emit: EventSink) => provisionHost(host, emit, { dryRun: opts.dryRun, sessions });
-    results = await executeHosts(targets, worker, {
-      forks,
-      showDiffs: opts.dryRun || opts.showDiffs,
-      plain: opts.plain ?? wantsPlainOutput(),
-      out,
-    });
+    if (phases.includes('node')) {
+      const worker = (host: Host, emit: EventSink) => provisionHost(host, emit, { dryRun: opts.dryRun, sessions });
+      results = await executeHosts(targets, worker, { forks, showDiffs: opts.dryRun || opts.showDiffs, plain, out });
+    }
+    if (phases.includes('cluster')) {
+      results = await clusterPhase(opts, inv, targets, results, sessions, out);
+    }
   } finally {
     await sessions.closeAll();
   }
@@ -128,6 +152,93 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
   const retryPath = writeRetryFile(opts.retryFile ?? defaultRetryFile(opts.inventory), results);
   if (retryPath) out(`to retry the failed and unreachable hosts: --limit @${retryPath}`);
   return exitCodeFor(results);
+}
+
+/** Run the cluster phase after the node phase and fold its steps into the per-host results. */
+async function clusterPhase(
+  opts: ProvisionOptions,
+  inv: Inventory,
+  targets: Host[],
+  nodeResults: HostResult[],
+  sessions: SessionPool,
+  out: (l: string) => void,
+): Promise<HostResult[]> {
+  const c = opts.cluster ?? {};
+  const byHost = new Map(nodeResults.map((r) => [r.host, r]));
+  const first = targets[0]!;
+  const vars = first.vars as { kubeconfig?: string; kube_context?: string };
+  const showDiffs = opts.dryRun || opts.showDiffs;
+  out('');
+  const outcome = await runClusterPhase({
+    targetMode: first.settings.mode,
+    dryRun: opts.dryRun,
+    kube: {
+      ...((c.kubeconfig ?? vars.kubeconfig) ? { kubeconfig: c.kubeconfig ?? vars.kubeconfig } : {}),
+      ...((c.context ?? vars.kube_context) ? { context: c.context ?? vars.kube_context } : {}),
+    },
+    namespace: c.namespace ?? 'kube-system',
+    configMap: c.configMap ?? 'kube-proxy',
+    configKey: c.configKey ?? 'config.conf',
+    daemonSet: c.daemonSet ?? 'kube-proxy',
+    labelSelector: c.labelSelector ?? 'k8s-app=kube-proxy',
+    podTimeoutMs: (c.podTimeoutS ?? 180) * 1000,
+    ...(c.canary ? { canary: c.canary } : {}),
+    rollback: c.rollback ?? true,
+    backupDir: c.backupDir ?? '.',
+    inventoryHosts: inv.hosts,
+    targets,
+    readiness: (host) => nodeReadiness(host, byHost.get(host.name), sessions),
+    sessions,
+    emit: (r) => {
+      out(formatStepLine(r));
+      if (showDiffs) for (const l of formatDiff(r)) out(l);
+    },
+    out,
+  });
+  // Fold: cluster-wide steps under a `cluster` row, node steps into their host's row.
+  const results = new Map(nodeResults.map((r) => [r.host, { ...r, steps: [...r.steps] }]));
+  for (const step of outcome.steps) {
+    let r = results.get(step.host);
+    if (!r) {
+      r = { host: step.host, status: 'ok', steps: [], sshExecs: 0 };
+      results.set(step.host, r);
+    }
+    r.steps.push(step);
+  }
+  for (const r of results.values()) {
+    r.status = r.status === 'unreachable' ? 'unreachable' : hostStatusOf(r.steps);
+    const failed = r.steps.find((s) => s.status === 'failed');
+    if (failed && !r.reason) r.reason = `${failed.name}: ${failed.message.split('\n')[0]}`;
+    const h = inv.hosts.find((x) => x.name === r.host);
+    if (h) r.sshExecs = await sessions.execs(h);
+  }
+  const cluster = results.get(CLUSTER);
+  const ordered = [...nodeResults.map((r) => results.get(r.host)!), ...[...results.values()].filter((r) => r.host !== CLUSTER && !byHost.has(r.host))];
+  return cluster ? [cluster, ...ordered] : ordered;
+}
+
+/**
+ * Is a host ready for the target mode? The node phase's verdict when it ran on the host (in a dry run:
+ * it would be, unless it failed); otherwise a read-only check with the same facts and plan.
+ */
+async function nodeReadiness(host: Host, result: HostResult | undefined, sessions: SessionPool): Promise<NodeReadiness> {
+  if (host.settings.mode !== 'ipvs') return { ready: true };
+  if (result) {
+    // In a dry run a `changed` node is one the real run would prepare first: ready by then.
+    if (result.status === 'ok' || result.status === 'changed') return { ready: true };
+    return { ready: false, reason: `the node phase ${result.status === 'unreachable' ? 'could not reach it' : 'failed'}: ${result.reason ?? result.status}` };
+  }
+  try {
+    const session = await sessions.get(host);
+    const { plan } = await runNodePhase(host, session, { dryRun: true, emit: () => {} });
+    if (!plan) return { ready: false, reason: 'facts could not be read' };
+    if (plan.error) return { ready: false, reason: plan.error };
+    if (planIsNoop(plan)) return { ready: true };
+    const missing = [...plan.install.map((p) => `package ${p}`), ...plan.load.map((m) => `module ${m}`), ...plan.files.filter((f) => f.action !== 'none').map((f) => f.file.path)];
+    return { ready: false, reason: `not prepared (outside this run's node phase): ${missing.join(', ')}` };
+  } catch (e) {
+    return { ready: false, reason: (e as Error).message };
+  }
 }
 
 export function exitCodeFor(results: HostResult[]): number {

@@ -62,6 +62,12 @@ interface HostInfo {
   direct: Set<string>;
 }
 
+const IPVS_TIMEOUTS = [
+  ['kube_proxy_tcp_timeout', 'tcpTimeout'],
+  ['kube_proxy_tcp_fin_timeout', 'tcpFinTimeout'],
+  ['kube_proxy_udp_timeout', 'udpTimeout'],
+] as const;
+
 export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inventory {
   const file = raw.file;
   const problems: Problem[] = [...raw.problems];
@@ -310,6 +316,11 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
       ipvsModules: get<string[] | null>('kube_proxy_ipvs_modules'),
     };
     if (settings.ipvsModules) settings.ipvsModules = [...settings.ipvsModules];
+    // Unset stays absent (not 0s): the cluster phase then leaves the ConfigMap's value alone.
+    for (const [name, field] of IPVS_TIMEOUTS) {
+      const value = get<string | null | undefined>(name);
+      if (typeof value === 'string') settings[field] = value;
+    }
 
     const run: RunSettings = {
       forks: get<number>('kpm_forks'),

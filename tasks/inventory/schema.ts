@@ -246,6 +246,44 @@ function listOf(
   };
 }
 
+/** One number and unit of a Go duration; `time.ParseDuration` accepts both micro signs. */
+const DURATION_PART = String.raw`(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h)`;
+const DURATION_RE = new RegExp(`^(?:${DURATION_PART})+$`);
+const NS_PER_UNIT: Record<string, number> = { ns: 1, us: 1e3, '\u00b5s': 1e3, '\u03bcs': 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+/** time.Duration is an int64 of nanoseconds: Go refuses anything from 2^63 ns (about 292 years) on. */
+const DURATION_LIMIT_NS = 2 ** 63;
+
+/**
+ * A non-negative Go duration (`time.ParseDuration`: `900s`, `15m0s`, `1h30m`, `1.5s`, `0`) in
+ * nanoseconds, or undefined when `s` is not one. kube-proxy's duration fields are read by Go, and a
+ * sign makes no sense for a timeout, so `-1s` is refused here as kube-proxy's validation refuses it.
+ */
+export function parseGoDuration(s: string): number | undefined {
+  if (s === '0') return 0;
+  if (!DURATION_RE.test(s)) return undefined;
+  let ns = 0;
+  for (const m of s.matchAll(/([0-9.]+)([a-z\u00b5\u03bc]+)/g)) ns += Number(m[1]) * NS_PER_UNIT[m[2]!]!;
+  return ns < DURATION_LIMIT_NS ? ns : undefined;
+}
+
+export const DURATION_EXAMPLES = 'like 900s, 15m0s or 0s';
+
+/**
+ * kube-proxy's IPVS timeouts (kubespray's kube_proxy_tcp_timeout and friends): a Go duration string.
+ * Unset (nothing, or INI's None) leaves the value in kube-proxy's ConfigMap as it is. A bare number is
+ * refused, even 900: kube-proxy itself rejects one, and seconds are only a guess.
+ */
+export const goDuration: ValueType = {
+  parse(v, ini) {
+    if (v === null || v === undefined) return ok(null);
+    if (ini && typeof v === 'string' && /^\s*(None|null|~)\s*$/.test(v)) return ok(null);
+    if (v === 0) return ok('0');
+    if (typeof v === 'string' && parseGoDuration(v) !== undefined) return ok(v);
+    const bareNumber = typeof v === 'number' || (typeof v === 'string' && /^\s*[0-9]+(\.[0-9]*)?\s*$/.test(v));
+    return expected(`a Go duration${bareNumber ? ' with a unit' : ''} (${DURATION_EXAMPLES})`, v);
+  },
+};
+
 export const cidrList = listOf(
   'a list of CIDRs (like [10.0.0.0/8])',
   (x) => typeof x === 'string' && isCidr(x),
@@ -355,6 +393,9 @@ export const VARIABLES: readonly VarSpec[] = [
   { name: 'kube_proxy_strict_arp', type: bool, default: () => false, doc: 'strictARP (needed by MetalLB / kube-vip ARP mode)' },
   { name: 'kube_proxy_exclude_cidrs', type: cidrList, default: () => [], doc: 'CIDRs the IPVS proxier leaves alone' },
   { name: 'kube_proxy_ipvs_modules', type: moduleList, default: () => null, doc: 'IPVS kernel modules to load; default: the tool\'s list' },
+  { name: 'kube_proxy_tcp_timeout', type: goDuration, doc: 'IPVS idle TCP session timeout (ipvs.tcpTimeout); unset: keep the ConfigMap\'s' },
+  { name: 'kube_proxy_tcp_fin_timeout', type: goDuration, doc: 'IPVS TCP timeout after a FIN (ipvs.tcpFinTimeout); unset: keep the ConfigMap\'s' },
+  { name: 'kube_proxy_udp_timeout', type: goDuration, doc: 'IPVS UDP timeout (ipvs.udpTimeout); unset: keep the ConfigMap\'s' },
 
   // The tool's own settings
   { name: 'kpm_forks', type: integer(1, 1000), scope: 'all', default: () => 10, doc: 'hosts worked on at once (all.vars only)' },
@@ -408,10 +449,7 @@ export const KUBESPRAY_KUBE_PROXY_VARIABLES: readonly string[] = [
   'kube_proxy_port_range',
   'kube_proxy_remove',
   'kube_proxy_sync_period',
-  'kube_proxy_tcp_fin_timeout',
-  'kube_proxy_tcp_timeout',
   'kube_proxy_udp_idle_timeout',
-  'kube_proxy_udp_timeout',
 ];
 
 const SPEC_BY_NAME = new Map<string, VarSpec>();

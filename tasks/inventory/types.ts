@@ -31,6 +31,12 @@ export interface NodeSettings {
   excludeCidrs: string[];
   /** kube_proxy_ipvs_modules: IPVS kernel modules to load; null = the tool's default list */
   ipvsModules: string[] | null;
+  /** kube_proxy_tcp_timeout: IPVS idle TCP session timeout, a Go duration (`900s`); unset = keep the ConfigMap's */
+  tcpTimeout?: string;
+  /** kube_proxy_tcp_fin_timeout: IPVS TCP timeout after a FIN, a Go duration; unset = keep the ConfigMap's */
+  tcpFinTimeout?: string;
+  /** kube_proxy_udp_timeout: IPVS UDP timeout, a Go duration; unset = keep the ConfigMap's */
+  udpTimeout?: string;
 }
 
 /** The tool's own settings (inventory variables prefixed kpm_), resolved per host. */

@@ -32,7 +32,7 @@ describe.skipIf(!support.ok)('provision command line', () => {
   test('npm_config_dry_run=true (npm swallowed --dry-run) is a dry run: nothing changes', async () => {
     const inv = writeLabInventory(lab);
     const before = await lab.snapshot(lab.hosts[0]!.name);
-    const r = cli(['provision', '-i', inv], { npm_config_dry_run: 'true' });
+    const r = cli(['provision', '-i', inv, '--tags', 'node'], { npm_config_dry_run: 'true' });
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain('DRY RUN');
     expect(await lab.snapshot(lab.hosts[0]!.name)).toEqual(before);
@@ -49,14 +49,15 @@ describe.skipIf(!support.ok)('provision command line', () => {
     expect(first.out).toContain('deprecated upstream since Kubernetes 1.35');
     expect(first.out).toMatch(/node001\s+: ok=\d+\s+changed=4/);
     expect(first.out).not.toMatch(/^node002/m);
-    const again = cli(['provision', '--inventory', inv, '-l', 'node001']);
+    const again = cli(['provision', '--inventory', inv, '-l', 'node001', '-t', 'node']);
     expect(again.out).toMatch(/node001\s+: ok=7\s+changed=0 .*converged: nothing to change/);
   });
 
   test('usage errors and bad inventories stop before any host is contacted', () => {
-    const cluster = cli(['provision', '-i', writeLabInventory(lab), '--tags', 'cluster']);
-    expect(cluster.code).toBe(5);
-    expect(cluster.err).toContain('no cluster phase yet');
+    // the cluster phase without a kubeconfig: a clear refusal before anything is changed
+    const cluster = cli(['provision', '-i', writeLabInventory(lab), '--tags', 'cluster'], { KUBECONFIG: '/nonexistent/kubeconfig', HOME: tempDir('kpm-home-') });
+    expect(cluster.code).toBe(2);
+    expect(cluster.out).toMatch(/cluster \| preflight +\| failed +\| kubeconfig \/nonexistent\/kubeconfig does not exist|kubeconfig .*config does not exist/);
     const unknownTag = cli(['provision', '-i', writeLabInventory(lab), '--tags', 'nodes']);
     expect(unknownTag.code).toBe(5);
     expect(unknownTag.err).toContain("unknown tag 'nodes'");

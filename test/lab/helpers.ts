@@ -82,6 +82,8 @@ export async function runProvision(inventory: string, opts: Partial<ProvisionOpt
     plain: true,
     report: reportFile,
     retryFile,
+    // the node phase only, unless a test asks for the cluster phase
+    tags: ['node'],
     out: (l) => out.push(l),
     err: (l) => err.push(l),
     ...opts,

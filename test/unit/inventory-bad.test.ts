@@ -287,6 +287,65 @@ describe('problem fields', () => {
   });
 });
 
+describe('IPVS timeouts', () => {
+  it('must be Go durations; each problem names file, line and key', () => {
+    const text = [
+      'all:',
+      '  vars:',
+      '    kube_proxy_tcp_timeout: 15 minutes',
+      '    kube_proxy_tcp_fin_timeout: 900',
+      '  hosts:',
+      '    node1:',
+      '      kube_proxy_udp_timeout: -1s',
+      '    node2:',
+      '      kube_proxy_udp_timeout: [30s]',
+      '    node3:',
+      '      kube_proxy_tcp_timeout: "{{ ipvs_tcp_timeout }}"',
+      '',
+    ].join('\n');
+    try {
+      parseInventoryText(text, 'inventory/prod.yaml');
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(InventoryError);
+      expect((e as InventoryError).message.split('\n')).toEqual([
+        'inventory/prod.yaml:3: all.vars.kube_proxy_tcp_timeout: expected a Go duration (like 900s, 15m0s or 0s), got "15 minutes"',
+        'inventory/prod.yaml:4: all.vars.kube_proxy_tcp_fin_timeout: expected a Go duration with a unit (like 900s, 15m0s or 0s), got "900"',
+        'inventory/prod.yaml:7: all.hosts.node1.kube_proxy_udp_timeout: expected a Go duration (like 900s, 15m0s or 0s), got "-1s"',
+        'inventory/prod.yaml:9: all.hosts.node2.kube_proxy_udp_timeout: expected a Go duration (like 900s, 15m0s or 0s), got a list',
+        'inventory/prod.yaml:11: all.hosts.node3.kube_proxy_tcp_timeout: templated values are not evaluated: write the value itself, not "{{ ipvs_tcp_timeout }}"',
+      ]);
+      expect((e as InventoryError).problems[0]).toEqual({
+        file: 'inventory/prod.yaml',
+        line: 3,
+        key: 'all.vars.kube_proxy_tcp_timeout',
+        message: 'expected a Go duration (like 900s, 15m0s or 0s), got "15 minutes"',
+      });
+    }
+  });
+
+  it('the same in INI, where every value is a string', () => {
+    const text = '[kube_node]\nnode1 kube_proxy_tcp_timeout=900\n[all:vars]\nkube_proxy_udp_timeout=1d\n';
+    expect(() => parseInventoryText(text, 'inventory/prod.ini')).toThrow(
+      new InventoryError([
+        {
+          file: 'inventory/prod.ini',
+          line: 2,
+          key: '[kube_node] node1 kube_proxy_tcp_timeout',
+          message: 'expected a Go duration with a unit (like 900s, 15m0s or 0s), got "900"',
+        },
+        { file: 'inventory/prod.ini', line: 4, key: '[all:vars] kube_proxy_udp_timeout', message: 'expected a Go duration (like 900s, 15m0s or 0s), got "1d"' },
+      ]),
+    );
+  });
+
+  it('a misspelt name gets a suggestion', () => {
+    expect(() => parseInventoryText('all:\n  vars:\n    kube_proxy_tcp_timout: 900s\n  hosts:\n    node1:\n', 'i.yaml')).toThrow(
+      "i.yaml:3: all.vars.kube_proxy_tcp_timout: unknown kube-proxy variable (neither this tool's nor kubespray's); did you mean kube_proxy_tcp_timeout?",
+    );
+  });
+});
+
 describe('file-level problems', () => {
   it('rejects a file over 10 MiB (text and file)', async () => {
     const big = '#'.repeat(MAX_INVENTORY_BYTES + 1);

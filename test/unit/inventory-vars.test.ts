@@ -453,6 +453,27 @@ describe('problems in vars files name that file and line', () => {
   });
 });
 
+describe('IPVS timeouts in vars files', () => {
+  it('follow the same precedence, and a bad one names the vars file, line and key', async () => {
+    const { inv } = await loadLayout({
+      'inventory.ini': `${INI}[k8s_cluster:vars]\nkube_proxy_tcp_timeout=1h\n`,
+      'group_vars/k8s_cluster/k8s-cluster.yml': '---\nkube_proxy_tcp_timeout: 900s\nkube_proxy_tcp_fin_timeout: 120s\n',
+      'host_vars/node2.yml': 'kube_proxy_tcp_fin_timeout: 30s\nkube_proxy_udp_timeout: 300s\n',
+    });
+    expect(host(inv, 'node1').settings).toMatchObject({ tcpTimeout: '900s', tcpFinTimeout: '120s' });
+    expect(host(inv, 'node1').settings).not.toHaveProperty('udpTimeout');
+    expect(host(inv, 'node2').settings).toMatchObject({ tcpTimeout: '900s', tcpFinTimeout: '30s', udpTimeout: '300s' });
+
+    const { dir, err } = await loadError({
+      'inventory.ini': INI,
+      'group_vars/k8s_cluster/k8s-cluster.yml': '---\nkube_proxy_mode: ipvs\nkube_proxy_udp_timeout: 300\n',
+    });
+    expect(err.message).toBe(
+      `${dir}/group_vars/k8s_cluster/k8s-cluster.yml:3: kube_proxy_udp_timeout: expected a Go duration with a unit (like 900s, 15m0s or 0s), got "300"`,
+    );
+  });
+});
+
 describe('templated values', () => {
   it('are refused for every variable the tool reads', async () => {
     const { dir, err } = await loadError({

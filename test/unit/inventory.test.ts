@@ -339,6 +339,43 @@ kube_proxy_exclude_cidrs = [ "172.16.0.0/12" , '192.168.0.0/16', ]
     expect(host(i, 'b').settings).toMatchObject({ excludeCidrs: [], ipvsModules: null });
   });
 
+  it('IPVS timeouts: Go durations as written, unset unless the inventory sets them', () => {
+    const y = yaml(`
+all:
+  vars:
+    kube_proxy_tcp_timeout: 900s
+    kube_proxy_udp_timeout: 0s
+  hosts:
+    a: {kube_proxy_tcp_fin_timeout: 2m30s, kube_proxy_udp_timeout: 1.5m}
+    b: {kube_proxy_tcp_timeout: 0, kube_proxy_udp_timeout: }
+  children:
+    plain:
+      hosts:
+        c:
+`);
+    expect(host(y, 'a').settings).toMatchObject({ tcpTimeout: '900s', tcpFinTimeout: '2m30s', udpTimeout: '1.5m' });
+    // a host's null overrides the group's value with "unset": the ConfigMap's value is kept
+    expect(host(y, 'b').settings).toMatchObject({ tcpTimeout: '0' });
+    expect(host(y, 'b').settings).not.toHaveProperty('udpTimeout');
+    expect(host(y, 'b').settings).not.toHaveProperty('tcpFinTimeout');
+    expect(host(y, 'c').settings).toMatchObject({ tcpTimeout: '900s', udpTimeout: '0s' });
+
+    const i = ini(`
+a kube_proxy_tcp_timeout=15m0s kube_proxy_udp_timeout=None
+b
+[all:vars]
+kube_proxy_udp_timeout=30s
+kube_proxy_tcp_fin_timeout=0
+`);
+    expect(host(i, 'a').settings).toMatchObject({ tcpTimeout: '15m0s', tcpFinTimeout: '0' });
+    expect(host(i, 'a').settings).not.toHaveProperty('udpTimeout');
+    expect(host(i, 'b').settings).toMatchObject({ tcpFinTimeout: '0', udpTimeout: '30s' });
+    expect(host(i, 'b').vars).toMatchObject({ kube_proxy_udp_timeout: '30s', kube_proxy_tcp_fin_timeout: '0' });
+
+    const none = yaml('all:\n  hosts:\n    node1:\n');
+    expect(Object.keys(none.hosts[0]!.settings)).toEqual(['mode', 'scheduler', 'strictArp', 'excludeCidrs', 'ipvsModules']);
+  });
+
   it('INI: values of variables the tool does not know stay strings', () => {
     const inv = ini("node1 kube_proxy_nodeport_addresses=\"['10.3.0.0/24']\" count=3 flag=True\n");
     expect(inv.hosts[0]!.vars).toEqual({ kube_proxy_nodeport_addresses: "['10.3.0.0/24']", count: '3', flag: 'True' });
@@ -609,7 +646,11 @@ describe('inventory/example.yaml and inventory/example.ini', () => {
     const { VARIABLES } = await import('../../tasks/inventory/schema.ts');
     const y = await loadInventory(path.join(ROOT, 'inventory/example.yaml'));
     const set = new Set(y.hosts.flatMap((h) => Object.keys(h.vars)));
-    const readable = VARIABLES.filter((v) => !v.name.includes('pass') && v.name !== 'ansible_group_priority').map((v) => v.name);
+    // The IPVS timeouts are best left unset (the ConfigMap keeps its values), so the example leaves them out.
+    const unsetByChoice = ['kube_proxy_tcp_timeout', 'kube_proxy_tcp_fin_timeout', 'kube_proxy_udp_timeout'];
+    const readable = VARIABLES.filter((v) => !v.name.includes('pass') && v.name !== 'ansible_group_priority' && !unsetByChoice.includes(v.name)).map(
+      (v) => v.name,
+    );
     expect(readable.filter((n) => !set.has(n))).toEqual([]);
   });
 });

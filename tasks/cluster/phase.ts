@@ -1,0 +1,237 @@
+import type { Host, ProxyMode } from '../inventory/types.ts';
+import { ipvsModules } from '../node/ipvs-requirements.ts';
+import type { SessionPool } from '../remote/sessions.ts';
+import { unifiedDiff } from '../run/diff.ts';
+import type { StepResult, StepStatus } from '../run/results.ts';
+import { updateConfigMap, writeBackup } from './configmap-store.ts';
+import { KubeClient, KubeError, loadKubeConfig, type KubeTarget } from './kube.ts';
+import { checkSchedulerModules, editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from './kube-proxy-config.ts';
+import { parseServerVersion, preflight, type NodeMapping, type NodeReadiness } from './preflight.ts';
+import { recycleNode, verifyNode, type NodeRecycleResult, type RecycleSettings } from './recycle.ts';
+
+// The cluster phase: preflight (also in a dry run) -> ConfigMap edit (backup first) -> serial recycle with
+// proof per node -> on the first failure, restore the ConfigMap and switch the recycled nodes back.
+
+export const CLUSTER = 'cluster';
+
+export interface ClusterPhaseOptions {
+  targetMode: ProxyMode;
+  dryRun: boolean;
+  kube: KubeTarget;
+  namespace: string;
+  configMap: string;
+  configKey: string;
+  daemonSet: string;
+  labelSelector: string;
+  podTimeoutMs: number;
+  canary?: string;
+  rollback: boolean;
+  backupDir: string;
+  /** every host of the inventory (nodes are matched against all of them) */
+  inventoryHosts: Host[];
+  /** the hosts the run targets (after --limit) */
+  targets: Host[];
+  /** readiness of a host for the target mode (the node phase's verdict, or a read-only check) */
+  readiness: (host: Host) => Promise<NodeReadiness>;
+  sessions: SessionPool;
+  emit: (r: StepResult) => void;
+  out: (line: string) => void;
+}
+
+export interface ClusterPhaseOutcome {
+  ok: boolean;
+  rolledBack: boolean;
+  steps: StepResult[];
+  apiRequests: number;
+  backup?: string;
+}
+
+/** The ConfigMap settings wanted, from the inventory: one cluster, one value each, or an error. */
+export function clusterWish(targets: Host[], mode: ProxyMode): { wish: ProxyWish; error?: string } {
+  const first = targets[0]!.settings;
+  const differ = (key: string, f: (h: Host) => unknown) => {
+    const values = new Set(targets.map((h) => JSON.stringify(f(h))));
+    return values.size > 1 ? key : null;
+  };
+  const conflicting = [
+    differ('kube_proxy_scheduler', (h) => h.settings.scheduler),
+    differ('kube_proxy_strict_arp', (h) => h.settings.strictArp),
+    differ('kube_proxy_exclude_cidrs', (h) => h.settings.excludeCidrs),
+    differ('kube_proxy_tcp_timeout', (h) => h.settings.tcpTimeout),
+    differ('kube_proxy_tcp_fin_timeout', (h) => h.settings.tcpFinTimeout),
+    differ('kube_proxy_udp_timeout', (h) => h.settings.udpTimeout),
+  ].filter(Boolean);
+  // Going to IPVS sets its options too; going elsewhere changes the mode only and leaves ipvs.* as it is.
+  const wish: ProxyWish = mode === 'ipvs' ? { ...proxyWish(first), mode } : { mode };
+  if (conflicting.length) {
+    return { wish, error: `${conflicting.join(', ')} differ between hosts; kube-proxy has one ConfigMap for the whole cluster` };
+  }
+  if (mode === 'ipvs') {
+    const err = checkSchedulerModules(first.scheduler, ipvsModules(first));
+    if (err) return { wish, error: err };
+  }
+  return { wish };
+}
+
+export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPhaseOutcome> {
+  const steps: StepResult[] = [];
+  let clock = Date.now();
+  const record = (host: string, name: string, status: StepStatus, message: string, diff?: string) => {
+    const now = Date.now();
+    const r: StepResult = { host, name, status, message, ms: now - clock, ...(diff ? { diff } : {}) };
+    clock = now;
+    steps.push(r);
+    o.emit(r);
+    return r;
+  };
+  let kube: KubeClient;
+  try {
+    kube = new KubeClient(loadKubeConfig(o.kube));
+  } catch (e) {
+    record(CLUSTER, 'preflight', 'failed', (e as Error).message);
+    return { ok: false, rolledBack: false, steps, apiRequests: 0 };
+  }
+  const fail = (name: string, message: string): ClusterPhaseOutcome => {
+    record(CLUSTER, name, 'failed', message);
+    return { ok: false, rolledBack: false, steps, apiRequests: kube.requests };
+  };
+
+  // 1. preflight: read everything, decide before touching anything
+  let original;
+  let mappings: NodeMapping[];
+  let kubernetesService: RecycleSettings['kubernetesService'];
+  let metricsBindAddress: string;
+  let currentMode: string;
+  try {
+    const version = parseServerVersion(await kube.version());
+    original = await kube.readConfigMap(o.namespace, o.configMap);
+    const text = original.data?.[o.configKey];
+    if (text === undefined) return fail('preflight', `ConfigMap ${o.namespace}/${o.configMap} has no key ${o.configKey}: refusing to guess kube-proxy's configuration`);
+    const conf = readProxyConfig(text, o.configKey);
+    metricsBindAddress = conf.metricsBindAddress;
+    currentMode = conf.mode;
+    await kube.readDaemonSet(o.namespace, o.daemonSet);
+    const nodes = await kube.listNodes();
+    const { items: pods } = await kube.listPods(o.namespace, o.labelSelector);
+    const svc = await kube.readService('default', 'kubernetes').catch(() => undefined);
+    const ip = svc?.spec?.clusterIP;
+    const port = svc?.spec?.ports?.find((p) => p.name === 'https')?.port ?? svc?.spec?.ports?.[0]?.port;
+    if (ip && port) kubernetesService = { ip, port };
+
+    const byName = new Map(o.inventoryHosts.map((h) => [h.name, h]));
+    const readiness = new Map<string, NodeReadiness>();
+    const pre = preflight({
+      version,
+      targetMode: o.targetMode,
+      nodes,
+      pods,
+      hosts: o.inventoryHosts,
+      readiness,
+      ...(o.canary ? { canary: o.canary } : {}),
+    });
+    // Readiness is asked only of the hosts that run kube-proxy (the node phase answered for the targets).
+    for (const m of pre.nodes) if (m.host) readiness.set(m.host.name, await o.readiness(byName.get(m.host.name)!));
+    const checked = preflight({ version, targetMode: o.targetMode, nodes, pods, hosts: o.inventoryHosts, readiness, ...(o.canary ? { canary: o.canary } : {}) });
+    for (const w of checked.warnings) o.out(`warning: ${w}`);
+    if (checked.errors.length) return fail('preflight', checked.errors.join('; '));
+    mappings = checked.nodes;
+    record(
+      CLUSTER,
+      'preflight',
+      'ok',
+      `${version.gitVersion} at ${kube.server}; ConfigMap mode ${conf.modeRaw === '' ? '"" (iptables, the default)' : conf.mode}; ` +
+        `${mappings.length} node${mappings.length === 1 ? '' : 's'} run kube-proxy, all in the inventory and ready for ${o.targetMode}`,
+    );
+  } catch (e) {
+    return fail('preflight', e instanceof KubeError ? e.message : `${(e as Error).message}`);
+  }
+
+  // 2. the ConfigMap
+  const wish = clusterWish(o.targets.length ? o.targets : o.inventoryHosts, o.targetMode);
+  if (wish.error) return fail('configmap', wish.error);
+  const edited = editConfigMapData(original.data ?? {}, wish.wish, o.configKey);
+  const cmName = `${o.namespace}/${o.configMap}`;
+  let backup: string | undefined;
+  if (!edited.changed) {
+    record(CLUSTER, 'configmap', 'ok', `${cmName} already says mode ${o.targetMode === 'iptables' && currentMode === 'iptables' ? currentMode : o.targetMode}: no write`);
+  } else if (o.dryRun) {
+    record(CLUSTER, 'configmap', 'changed', `would update ${cmName}: ${edited.changes.join(', ')}`, unifiedDiff(`${cmName} ${o.configKey}`, original.data![o.configKey]!, edited.data[o.configKey]!));
+  } else {
+    backup = writeBackup(o.backupDir, original);
+    o.out(`ConfigMap ${cmName} saved to ${backup} before the change`);
+    try {
+      const w = await updateConfigMap(kube, { namespace: o.namespace, name: o.configMap }, (data) => {
+        const e = editConfigMapData(data, wish.wish, o.configKey);
+        return e.changed ? e.data : null;
+      });
+      record(CLUSTER, 'configmap', w.written ? 'changed' : 'ok', `${w.written ? 'updated' : 'already up to date:'} ${cmName}: ${edited.changes.join(', ')}${w.conflicts ? ` (merged with ${w.conflicts} concurrent change${w.conflicts > 1 ? 's' : ''})` : ''}`, unifiedDiff(`${cmName} ${o.configKey}`, original.data![o.configKey]!, edited.data[o.configKey]!));
+    } catch (e) {
+      return { ...fail('configmap', (e as Error).message), backup };
+    }
+  }
+
+  // 3. serial recycle
+  const settings: RecycleSettings = {
+    kube,
+    namespace: o.namespace,
+    daemonSet: o.daemonSet,
+    labelSelector: o.labelSelector,
+    metricsBindAddress,
+    podTimeoutMs: o.podTimeoutMs,
+    ...(kubernetesService ? { kubernetesService } : {}),
+    dryRun: o.dryRun,
+  };
+  const switched: NodeMapping[] = [];
+  let failure: { mapping: NodeMapping; result: NodeRecycleResult } | undefined;
+  if (o.dryRun) o.out(`recycle order: ${mappings.map((m) => m.node).join(', ')}`);
+  for (const m of mappings) {
+    const host = m.host!;
+    let r: NodeRecycleResult;
+    try {
+      r = await recycleNode(settings, m, await o.sessions.get(host), o.targetMode);
+    } catch (e) {
+      r = { node: m.node, status: 'failed', message: (e as Error).message, deleted: false };
+    }
+    record(host.name, 'kube-proxy', r.status, `${m.node}: ${r.message}${r.logTail ? `\nlast log lines:\n${r.logTail}` : ''}`);
+    if (r.deleted) switched.push(m);
+    if (r.status === 'failed') {
+      failure = { mapping: m, result: r };
+      break;
+    }
+  }
+  if (!failure) return { ok: true, rolledBack: false, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };
+  if (!o.rollback || o.dryRun) {
+    record(CLUSTER, 'rollback', 'skipped', o.dryRun ? 'dry run' : `--no-rollback: the ConfigMap stays changed${backup ? ` (backup: ${backup})` : ''}; rerun with --mode ${currentMode} to go back`);
+    return { ok: false, rolledBack: false, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };
+  }
+
+  // 4. rollback: the ConfigMap first (so re-created pods read the old mode), then the switched nodes
+  const back = (currentMode === 'ipvs' || currentMode === 'iptables' || currentMode === 'nftables' ? currentMode : 'iptables') as ProxyMode;
+  try {
+    const w = await updateConfigMap(kube, { namespace: o.namespace, name: o.configMap }, (data) =>
+      data[o.configKey] === original.data![o.configKey] ? null : { ...data, [o.configKey]: original.data![o.configKey]! },
+    );
+    record(CLUSTER, 'rollback', w.written ? 'changed' : 'ok', `restored ${cmName} from ${backup}`);
+  } catch (e) {
+    record(CLUSTER, 'rollback', 'failed', `could not restore ${cmName}: ${(e as Error).message}; restore it from ${backup}`);
+    return { ok: false, rolledBack: false, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };
+  }
+  let allBack = true;
+  for (const m of [...switched].reverse()) {
+    const host = m.host!;
+    try {
+      const { items } = await kube.listPods(o.namespace, o.labelSelector, `spec.nodeName=${m.node}`);
+      const pod = items.filter((p) => !p.metadata?.deletionTimestamp).sort((a, b) => String(b.metadata?.creationTimestamp).localeCompare(String(a.metadata?.creationTimestamp)))[0];
+      const session = await o.sessions.get(host);
+      const r = await recycleNode({ ...settings, dryRun: false }, { ...m, ...(pod ? { pod } : {}) }, session, back);
+      const v = r.status === 'failed' ? undefined : await verifyNode(settings, session, back, undefined);
+      const ok = r.status !== 'failed' && v?.ok;
+      if (!ok) allBack = false;
+      record(host.name, 'rollback', ok ? 'changed' : 'failed', `${m.node}: back on ${back}: ${ok ? r.message : (v?.message ?? r.message)}`);
+    } catch (e) {
+      allBack = false;
+      record(host.name, 'rollback', 'failed', `${m.node}: ${(e as Error).message}`);
+    }
+  }
+  return { ok: false, rolledBack: allBack, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };
+}

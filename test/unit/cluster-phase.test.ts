@@ -1,0 +1,196 @@
+import { afterEach, describe, expect, test } from 'vitest';
+import { runClusterPhase, type ClusterPhaseOptions } from '../../tasks/cluster/phase.ts';
+import { parseInventoryText } from '../../tasks/inventory/load.ts';
+import type { Host } from '../../tasks/inventory/types.ts';
+import type { SessionPool } from '../../tasks/remote/sessions.ts';
+import type { RemoteSession } from '../../tasks/remote/ssh.ts';
+import type { StepResult } from '../../tasks/run/results.ts';
+import { memoryRuntime, startTestApiServer, IPVS_IPSET_MISSING, type TestApiServer } from '../apiserver/server.ts';
+
+// The cluster phase against the in-repo API server (real client-node, real REST, simulated DaemonSet
+// controller and kubelet). The nodes' side (/proxyMode, ipvsadm -Ln) is answered from the simulated
+// kube-proxy's state, as the node would answer over SSH; the lab tests do the same over real SSH.
+
+let server: TestApiServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+const NODES = [
+  { name: 'node1', internalIP: '10.0.0.11' },
+  { name: 'node2', internalIP: '10.0.0.12' },
+  { name: 'node3', internalIP: '10.0.0.13' },
+];
+
+function inventory(extra = ''): Host[] {
+  return parseInventoryText(
+    `all:\n  vars:\n    ansible_user: root\n${extra}  hosts:\n${NODES.map((n) => `    ${n.name}: {ansible_host: ${n.internalIP}}\n`).join('')}`,
+    'inv.yaml',
+  ).hosts;
+}
+
+/** A node as seen over SSH: the mode its (simulated) kube-proxy last started in. */
+function fakeSessions(modeOf: (node: string) => string | null): SessionPool {
+  const session = (host: Host) =>
+    ({
+      execs: 0,
+      async run(script: string) {
+        const mode = modeOf(host.name);
+        const b64 = (s: string) => Buffer.from(s).toString('base64');
+        let out = mode ? `@@kpm:mode 0 ${b64(mode)}\n` : `@@kpm:mode 7 ${b64('curl: (7) Failed to connect')}\n`;
+        if (script.includes('ipvsadm -Ln')) {
+          const table = mode === 'ipvs' ? 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\nTCP  10.96.0.1:443 rr\n' : '';
+          out += `@@kpm:ipvs 0 ${b64(table)}\n`;
+        }
+        return { stdout: out, stderr: '', code: 0, signal: null, ms: 1 };
+      },
+    }) as unknown as RemoteSession;
+  return { get: async (h: Host) => session(h), execs: async () => 0, closeAll: async () => {} } as unknown as SessionPool;
+}
+
+async function setup(opts: { crash?: (node: string, mode: string) => string | undefined } = {}) {
+  const runtime = memoryRuntime({ crash: (n, c) => opts.crash?.(n, c.mode) });
+  server = await startTestApiServer({ nodes: NODES, runtime, recreateDelayMs: 30, readyDelayMs: 20 });
+  const modeOf = (node: string) => {
+    const last = [...runtime.starts].reverse().find((s) => s.node === node);
+    if (!last) return 'iptables'; // the cluster started in kubeadm's default mode
+    return last.ready ? last.mode : null;
+  };
+  return { runtime, modeOf };
+}
+
+async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) => string | null }) {
+  const steps: StepResult[] = [];
+  const lines: string[] = [];
+  const hosts = inventory();
+  const outcome = await runClusterPhase({
+    targetMode: 'ipvs',
+    dryRun: false,
+    kube: { kubeconfig: server!.kubeconfigPath },
+    namespace: 'kube-system',
+    configMap: 'kube-proxy',
+    configKey: 'config.conf',
+    daemonSet: 'kube-proxy',
+    labelSelector: 'k8s-app=kube-proxy',
+    podTimeoutMs: 10_000,
+    rollback: true,
+    backupDir: (await import('node:os')).tmpdir(),
+    inventoryHosts: hosts,
+    targets: hosts,
+    readiness: async () => ({ ready: true }),
+    sessions: fakeSessions(over.modeOf),
+    emit: (r) => steps.push(r),
+    out: (l) => lines.push(l),
+    ...over,
+  });
+  return { outcome, steps, lines };
+}
+
+const writes = () => server!.requests.filter((r) => ['PUT', 'PATCH', 'POST', 'DELETE'].includes(r.method));
+const maxUnavailable = () => Math.max(0, ...server!.unavailableTimeline().map((p) => p.unavailable));
+const configConf = () => (server!.store.get('configmaps', 'kube-system', 'kube-proxy') as unknown as { data: Record<string, string> }).data['config.conf']!;
+
+describe('cluster phase against the test API server', () => {
+  test('full flow: ConfigMap flipped, 3 pods recycled in order, each verified; at most one unavailable; one DELETE per node', async () => {
+    const { modeOf } = await setup();
+    const { outcome, steps } = await run({ modeOf });
+    expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
+    expect(configConf()).toMatch(/^mode: "ipvs"$/m);
+    const deletes = writes().filter((r) => r.method === 'DELETE');
+    expect(deletes).toHaveLength(3);
+    expect(steps.filter((s) => s.name === 'kube-proxy').map((s) => [s.host, s.status])).toEqual([
+      ['node1', 'changed'],
+      ['node2', 'changed'],
+      ['node3', 'changed'],
+    ]);
+    expect(steps.find((s) => s.host === 'node2' && s.name === 'kube-proxy')!.message).toMatch(/verified: \/proxyMode: ipvs, log: Using ipvs Proxier, ipvsadm: 10.96.0.1:443/);
+    expect(maxUnavailable()).toBe(1);
+    expect(outcome.backup).toMatch(/kube-proxy-configmap-backup-.*\.yaml$/);
+
+    // rerun: no ConfigMap write, no DELETE, every node ok
+    const before = writes().length;
+    const again = await run({ modeOf });
+    expect(again.outcome.ok).toBe(true);
+    expect(writes().length).toBe(before);
+    expect(again.steps.filter((s) => s.name === 'kube-proxy').every((s) => s.status === 'ok')).toBe(true);
+
+    // --mode iptables brings every node back, verified
+    const back = await run({ modeOf, targetMode: 'iptables' });
+    expect(back.outcome.ok).toBe(true);
+    expect(configConf()).toMatch(/^mode: "iptables"$/m);
+    expect(['node1', 'node2', 'node3'].map(modeOf)).toEqual(['iptables', 'iptables', 'iptables']);
+  });
+
+  test('dry run: no write reaches the API; the diff and the recycle order are shown', async () => {
+    const { modeOf } = await setup();
+    const { outcome, steps, lines } = await run({ modeOf, dryRun: true });
+    expect(outcome.ok).toBe(true);
+    expect(writes()).toEqual([]);
+    const cm = steps.find((s) => s.name === 'configmap')!;
+    expect(cm.status).toBe('changed');
+    expect(cm.diff).toContain('-mode: ""\n+mode: "ipvs"');
+    expect(lines).toContain('recycle order: node1, node2, node3');
+    expect(steps.filter((s) => s.name === 'kube-proxy').map((s) => s.message)).toEqual(
+      NODES.map((n) => expect.stringMatching(new RegExp(`^${n.name}: would delete pod kube-proxy-\\w+ \\(runs iptables\\)`))),
+    );
+  });
+
+  test('gate: a node not ready, or running kube-proxy without being in the inventory, stops the run before the ConfigMap changes', async () => {
+    const { modeOf } = await setup();
+    const r = await run({ modeOf, readiness: async (h) => (h.name === 'node2' ? { ready: false, reason: 'package ipset missing' } : { ready: true }) });
+    expect(r.outcome.ok).toBe(false);
+    expect(r.steps[0]).toMatchObject({ host: 'cluster', name: 'preflight', status: 'failed' });
+    expect(r.steps[0]!.message).toContain('node2 (host node2): package ipset missing');
+    const partial = inventory().filter((h) => h.name !== 'node3');
+    const r2 = await run({ modeOf, inventoryHosts: partial, targets: partial });
+    expect(r2.steps[0]!.message).toMatch(/node3 \(10.0.0.13\); add it/);
+    expect(writes()).toEqual([]);
+  });
+
+  test('failure mid-way: node2 crash-loops -> stop, ConfigMap restored, node1 back on iptables (verified), node3 untouched', async () => {
+    const { modeOf } = await setup({ crash: (n, mode) => (n === 'node2' && mode === 'ipvs' ? IPVS_IPSET_MISSING : undefined) });
+    const original = configConf();
+    const { outcome, steps } = await run({ modeOf });
+    expect(outcome.ok).toBe(false);
+    expect(outcome.rolledBack).toBe(true);
+    const failed = steps.find((s) => s.status === 'failed')!;
+    expect(failed.host).toBe('node2');
+    expect(failed.message).toMatch(/CrashLoopBackOff/);
+    expect(failed.message).toContain("can't use the IPVS proxier: error getting ipset version");
+    expect(configConf()).toBe(original);
+    expect(modeOf('node1')).toBe('iptables');
+    expect(modeOf('node2')).toBe('iptables');
+    expect(steps.filter((s) => s.name === 'rollback').map((s) => [s.host, s.status])).toEqual([
+      ['cluster', 'changed'],
+      ['node2', 'changed'],
+      ['node1', 'changed'],
+    ]);
+    expect(writes().filter((r) => r.method === 'DELETE' && r.path.includes('pods')).length).toBe(4); // node1, node2, then back: node2, node1
+    expect(maxUnavailable()).toBe(1);
+  });
+
+  test('409: a concurrent ConfigMap change during the run is merged, not overwritten', async () => {
+    const { modeOf } = await setup();
+    // Someone else edits the ConfigMap between our read and our write: our PUT is held back a moment,
+    // and the edit lands as soon as our second read (the one the write is based on) has been answered.
+    const CM = '/api/v1/namespaces/kube-system/configmaps/kube-proxy';
+    server!.faults.delay(400, { method: 'PUT', path: CM });
+    let edited = false;
+    const poll = setInterval(() => {
+      if (edited || server!.requests.filter((r) => r.method === 'GET' && r.path === CM).length < 2) return;
+      edited = true;
+      server!.store.mutate('configmaps', 'kube-system', 'kube-proxy', (cm) => {
+        const data = (cm as unknown as { data: Record<string, string> }).data;
+        data['config.conf'] = data['config.conf']!.replace(/^(\s*)(syncPeriod: .*)$/m, '$1$2 # edited by someone else');
+      });
+    }, 5);
+    const { outcome, steps } = await run({ modeOf });
+    expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
+    expect(steps.find((s) => s.name === 'configmap')!.message).toMatch(/merged with 1 concurrent change/);
+    clearInterval(poll);
+    expect(edited).toBe(true);
+    expect(configConf()).toContain('# edited by someone else');
+    expect(configConf()).toMatch(/^mode: "ipvs"$/m);
+  });
+});
