@@ -1,14 +1,18 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { startTestApiServer } from '../../test/apiserver/server.ts';
+import { labKubeProxyRuntime } from '../../test/lab/kube-proxy-fixture.ts';
 import { labSupported, startLab, type Lab } from '../../test/lab/lab.ts';
 import { EXIT, provision } from './provision.ts';
 
-// `npm run demo`: the whole node phase on local test hosts (real sshd in network namespaces, each with its
-// own root filesystem and an offline package repository). Their kernel is this machine's, which has no
-// IPVS: module loading there goes through a labelled test fixture that logs every modprobe call.
+// `npm run demo`: the whole flow on local test hosts (real sshd in network namespaces, each with its own
+// root filesystem and an offline package repository) and the built-in test API server (the real
+// Kubernetes REST API, with a simulated DaemonSet controller and kubelet). The hosts' kernel is this
+// machine's, which has no IPVS: module loading, kube-proxy and ipvsadm's table there are labelled test
+// fixtures.
 
-export function demoInventory(lab: Lab): string {
+export function demoInventory(lab: Lab, kubeconfig: string): string {
   const hosts = lab.hosts
     .map((h) => `            ${h.name}:\n              ansible_host: ${h.address}\n              ansible_port: ${h.port}`)
     .join('\n');
@@ -19,6 +23,7 @@ all:
     ansible_ssh_private_key_file: ${lab.key}
     kpm_known_hosts_file: ${lab.knownHosts}
     kpm_forks: 10
+    kubeconfig: ${kubeconfig}
   children:
     k8s_cluster:
       vars:
@@ -40,9 +45,14 @@ export async function demo(opts: { hosts: number; keep: boolean }): Promise<numb
   }
   out(`demo: starting ${opts.hosts} local test hosts (the first start on a machine builds their root filesystem, about a minute)`);
   const lab = await startLab({ hosts: opts.hosts, kmodShim: true, id: 'demo' });
+  const api = await startTestApiServer({
+    nodes: lab.hosts.map((h) => ({ name: h.name, internalIP: h.address })),
+    runtime: labKubeProxyRuntime(lab),
+  });
+  out(`demo: test API server at ${api.url} (kubeconfig ${api.kubeconfigPath}), ${lab.hosts.length} nodes running kube-proxy in iptables mode`);
   const dir = mkdtempSync(join(tmpdir(), 'kpm-demo-'));
   const inventory = join(dir, 'demo.yaml');
-  writeFileSync(inventory, demoInventory(lab));
+  writeFileSync(inventory, demoInventory(lab, api.kubeconfigPath));
   let runs = 0;
   const run = async (title: string, dryRun: boolean) => {
     out(`\n=== ${title} ===`);
@@ -55,6 +65,7 @@ export async function demo(opts: { hosts: number; keep: boolean }): Promise<numb
       report,
       retryFile: join(dir, 'demo.retry'),
       plain: true,
+      cluster: { backupDir: dir, podTimeoutS: 60 },
     });
     const summary = (JSON.parse(readFileSync(report, 'utf8')) as { summary: Record<string, number> }).summary;
     return { code, summary };
@@ -62,31 +73,39 @@ export async function demo(opts: { hosts: number; keep: boolean }): Promise<numb
   let ok = false;
   try {
     const dry = await run('1/3 dry run: what would change', true);
-    const real = await run('2/3 real run: prepare the nodes', false);
+    const real = await run('2/3 real run: prepare the nodes, flip the ConfigMap, recycle kube-proxy node by node', false);
     const again = await run('3/3 rerun: a converged node changes nothing', false);
     const first = lab.hosts[0]!.name;
     const proof = await lab.exec(
       first,
       'echo "--- lsmod (test fixture)"; lsmod; echo "--- /etc/modules-load.d/ipvs.conf"; cat /etc/modules-load.d/ipvs.conf; ' +
-        'echo "--- modprobe calls that loaded something (fixture log)"; tail -n 8 /var/log/kpm-lab-kmod.log',
+        'echo "--- modprobe calls that loaded something (fixture log)"; tail -n 8 /var/log/kpm-lab-kmod.log; ' +
+        'echo "--- curl 127.0.0.1:10249/proxyMode (fixture kube-proxy)"; curl -s 127.0.0.1:10249/proxyMode; echo; ' +
+        'echo "--- ipvsadm -Ln (fixture table)"; ipvsadm -Ln',
     );
     out(`\n=== evidence on ${first} ===\n${proof.stdout.trimEnd()}`);
+    const deletes = api.requests.filter((r) => r.method === 'DELETE').length;
+    const maxUnavailable = Math.max(0, ...api.unavailableTimeline().map((p) => p.unavailable));
+    out(`\n=== API server record ===\n${deletes} pod DELETEs (one per node), at most ${maxUnavailable} kube-proxy unavailable at any instant`);
+    // the `cluster` row counts as a host in the summaries
     ok =
       dry.code === 0 &&
-      dry.summary.changed === opts.hosts &&
+      dry.summary.changed === opts.hosts + 1 &&
       real.code === 0 &&
-      real.summary.changed === opts.hosts &&
+      real.summary.changed === opts.hosts + 1 &&
       again.code === 0 &&
       again.summary.changed === 0 &&
-      again.summary.ok === opts.hosts;
+      deletes === opts.hosts &&
+      maxUnavailable <= 1;
     out(
       `\ndemo: ${ok ? 'OK' : 'UNEXPECTED RESULT'}: dry run would change ${dry.summary.changed}, ` +
         `real run changed ${real.summary.changed}, rerun changed ${again.summary.changed} of ${opts.hosts} hosts`,
     );
   } finally {
     if (opts.keep) {
-      out(`demo: test hosts left running (state in ${lab.stateDir}); inventory: ${inventory}`);
+      out(`demo: test hosts left running (state in ${lab.stateDir}); inventory: ${inventory}; the API server stops with this process`);
     } else {
+      await api.close();
       await lab.down();
       rmSync(dir, { recursive: true, force: true });
       out('demo: test hosts torn down');

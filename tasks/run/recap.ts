@@ -52,9 +52,12 @@ export function formatRecap(results: HostResult[], opts: { dryRun: boolean; titl
     );
   }
   const s = summarize(results);
+  // The cluster phase's own steps sit on a `cluster` row (as Ansible's localhost): count it apart.
+  const nodes = results.filter((r) => r.host !== 'cluster').length;
+  const rows = results.length > nodes ? `${nodes} host${nodes === 1 ? '' : 's'} + cluster` : `${s.hosts} host${s.hosts === 1 ? '' : 's'}`;
   lines.push(
     '',
-    `${s.hosts} host${s.hosts === 1 ? '' : 's'}: ${s.ok} converged, ${s.changed} ${opts.dryRun ? 'would change' : 'changed'}, ` +
+    `${rows}: ${s.ok} converged, ${s.changed} ${opts.dryRun ? 'would change' : 'changed'}, ` +
       `${s.failed} failed, ${s.unreachable} unreachable, ${s.skipped} skipped`,
   );
   return lines.join('\n');
