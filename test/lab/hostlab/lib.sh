@@ -203,15 +203,31 @@ start_host() {
 }
 
 # Stop one host: SIGTERM its PID 1 (the kernel then kills the rest of its PID namespace, and
-# its mounts go with its mount namespace), SIGKILL after 10 s.
+# its mounts go with its mount namespace), SIGKILL after 10 s.  Its network namespace outlives
+# it (eth0 keeps the host's address), so links created inside the host, which a real power-off
+# loses (kube-proxy's kube-ipvs0, for one), are removed here.
 stop_host() {
-  local d p
+  local d p gone=false
   d=$LAB_STATE/hosts/$(host_name "$1")
   p=$(live_pid "$d/init.pid"); [ -z "$p" ] || kill -TERM "$p" 2>/dev/null || true
-  for _ in $(seq 1 100); do [ -z "$(live_pid "$d/init.pid")$(live_pid "$d/unshare.pid")" ] && return 0; sleep 0.1; done
-  p=$(live_pid "$d/init.pid"); [ -z "$p" ] || kill -KILL "$p" 2>/dev/null || true
-  p=$(live_pid "$d/unshare.pid"); [ -z "$p" ] || kill -KILL "$p" 2>/dev/null || true
+  for _ in $(seq 1 100); do [ -z "$(live_pid "$d/init.pid")$(live_pid "$d/unshare.pid")" ] && { gone=true; break; }; sleep 0.1; done
+  if ! $gone; then
+    p=$(live_pid "$d/init.pid"); [ -z "$p" ] || kill -KILL "$p" 2>/dev/null || true
+    p=$(live_pid "$d/unshare.pid"); [ -z "$p" ] || kill -KILL "$p" 2>/dev/null || true
+  fi
+  drop_host_links "$1"
   return 0
+}
+
+# Remove every link but lo and eth0 from host i's network namespace (netns mode only).
+drop_host_links() {
+  [ "$LAB_NET" = netns ] || return 0
+  local ns l HN HA HD
+  host_vars "$1"; ns=$LAB_NETNS_PREFIX$HN
+  [ -e "/run/netns/$ns" ] || return 0
+  for l in $(ip -n "$ns" -o link show 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+    case "$l" in lo|eth0) ;; *) ip -n "$ns" link del "$l" 2>/dev/null || true;; esac
+  done
 }
 
 # Wait until host i's sshd accepts TCP connections (timeout in seconds).

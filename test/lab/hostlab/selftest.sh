@@ -64,7 +64,9 @@ if [ "$LAB_NET" = netns ]; then
   check "ipset state is per host (node001)"     on node001 'ipset list -n | grep -qx selftest'
   checknot "ipset state is per host (node002)"  on node002 'ipset list -n 2>/dev/null | grep -qx selftest'
 fi
-checknot "ipvsadm cannot reach IPVS (kernel has none)" on node001 'ipvsadm -Ln'
+checknot "the real ipvsadm cannot reach IPVS (kernel has none)" on node001 '/usr/sbin/ipvsadm.real -Ln'
+check "ipvsadm is the labelled fixture wrapper"  on node001 'ipvsadm --version | grep -q "test fixture; not ipvsadm"'
+check "ipvsadm -Ln lists the (empty) fixture table" on node001 'ipvsadm -Ln | grep -q "^IP Virtual Server version 1.2.1"'
 
 # kmod shim
 check "modprobe is the labelled test fixture"   on node001 'modprobe --version | grep -q "test fixture"'

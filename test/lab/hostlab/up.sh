@@ -64,6 +64,16 @@ if [ "$LAB_KMOD_SHIM" = 1 ]; then
   layer=$LAB_STATE/layers/kmod-shim
   rm -rf "$layer"; mkdir -p "$layer"
   cp -a "$LAB_KMOD_LAYER/." "$layer/"
+  # The IPVS fixture's dpkg diversion: the ipvsadm package then installs its binary as
+  # ipvsadm.real and the labelled wrapper takes /usr/sbin/ipvsadm (see
+  # kmod-shim/layer/usr/lib/kpm-lab-ipvs/).  bookworm's package ships /sbin/ipvsadm, later
+  # ones /usr/sbin/ipvsadm: both aliases are diverted, as Debian does for files that move
+  # into /usr.  It lives in this layer, on top of the rootfs's own diversions, so that hosts
+  # without the shim keep Debian's ipvsadm untouched.
+  mkdir -p "$layer/var/lib/dpkg"
+  { cat "$LAB_ROOTFS/var/lib/dpkg/diversions" 2>/dev/null || true
+    printf '%s\n' /sbin/ipvsadm /sbin/ipvsadm.real : /usr/sbin/ipvsadm /usr/sbin/ipvsadm.real :
+  } >"$layer/var/lib/dpkg/diversions"
   chown -R 0:0 "$layer"; chmod -R go-w "$layer"
   LAB_LOWER="$layer:$LAB_ROOTFS"
 fi

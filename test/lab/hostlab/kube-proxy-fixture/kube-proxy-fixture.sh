@@ -1,0 +1,142 @@
+#!/bin/bash
+# ===========================================================================================
+#  kpm-lab kube-proxy -- A TEST FIXTURE, NOT KUBE-PROXY.
+#
+#  test/lab/kube-proxy-fixture.ts copies this script and kube-proxy-test-fixture.py into a
+#  lab host's /run/kpm-lab-kube-proxy/ and runs it inside the host (its mount, PID and network
+#  namespaces) whenever the test API server's simulated kubelet (re)starts the kube-proxy pod
+#  of the node that host stands for.  It does what kube-proxy >= 1.26 does on start-up that a
+#  node can make fail, on this host's real state:
+#
+#   * iptables and ipvs modes need iptables (`iptables -S POSTROUTING -t nat`, as kube-proxy's
+#     Present() check);
+#   * ipvs mode needs `ipset --version` (>= 6.0), ip_vs and ip_vs_<scheduler> loaded -- read
+#     from `lsmod`, i.e. the kmod shim's registry on --kmod-shim hosts.  This fixture never
+#     loads a module itself: a real kube-proxy asks for them (moby/ipvs runs `modprobe -va
+#     ip_vs`, the kernel loads schedulers on demand), and a node where that cannot work is
+#     exactly what the tool under test must prevent by loading them first;
+#   * nftables mode needs nft.
+#
+#  When a check fails it prints which one (the .ts side turns that into kube-proxy's own log
+#  lines) and leaves nothing running.  Otherwise, in ipvs mode, it "programs" the Service
+#  default/kubernetes the way kube-proxy would -- the kernel has no IPVS, so into the fixture
+#  table /run/kpm-lab-ipvs/table that the kmod-shim layer's ipvsadm wrapper lists -- and binds
+#  the ClusterIP to the kube-ipvs0 link (a dummy link; an ifb link where the kernel has no
+#  dummy driver: same flags, same `ip -br link` output).  In iptables and nftables modes the
+#  IPVS table and kube-ipvs0 stay as they are: a real kube-proxy leaves them behind when it
+#  moves away from ipvs.  Then it starts kube-proxy-test-fixture.py, which serves /proxyMode
+#  and /healthz on metricsBindAddress and /healthz, /livez on healthzBindAddress, in the
+#  background (setsid) with its PID in /run: a host restart kills it and empties /run.
+#
+#  Usage (inside a host):
+#    kube-proxy-fixture.sh run MODE METRICS_BIND HEALTHZ_BIND SCHEDULER SERVICE ENDPOINTS
+#      MODE iptables|ipvs|nftables; *_BIND host:port; SCHEDULER "" = rr; SERVICE
+#      clusterIP:port of default/kubernetes; ENDPOINTS comma-separated ip:port
+#    kube-proxy-fixture.sh stop
+#  `run` prints key=value lines: result=ready|iptables-unavailable|ipset-missing|ipset-failed|
+#  ipset-old|ipvs-missing|scheduler-missing|nft-missing|fixture-error, and the facts the log
+#  lines need.
+# ===========================================================================================
+set -u
+DIR=/run/kpm-lab-kube-proxy
+PIDFILE=$DIR/pid
+SERVER=$DIR/kube-proxy-test-fixture.py
+IPVS_DIR=/run/kpm-lab-ipvs
+TABLE=$IPVS_DIR/table
+IFACE=kube-ipvs0
+
+emit() { printf '%s=%s\n' "$1" "$2"; }
+finish() { emit result "$1"; exit 0; }
+
+# The fixture's server process, if it is still the one the PID file names.
+fixture_pid() {
+  local pid
+  [ -f "$PIDFILE" ] || return 1
+  read -r pid <"$PIDFILE" || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'kube-proxy-test-fixture' || return 1
+  echo "$pid"
+}
+
+stop() {
+  local pid
+  if pid=$(fixture_pid); then
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null
+    for _ in $(seq 1 20); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+  fi
+  rm -f "$PIDFILE"
+}
+
+loaded() { lsmod 2>/dev/null | awk -v m="$1" 'NR > 1 && $1 == m {f = 1} END {exit !f}'; }
+
+# Write what kube-proxy's IPVS proxier would program for default/kubernetes.
+program_ipvs() { # SCHEDULER SERVICE ENDPOINTS
+  local sched=$1 svc=$2 eps=$3 ep vip
+  mkdir -p "$IPVS_DIR"
+  {
+    echo "# kpm-lab IPVS TEST FIXTURE table -- not the kernel's IPVS state (this kernel has none)."
+    echo "# Written by the kpm-lab kube-proxy test fixture; listed by the kpm-lab ipvsadm wrapper."
+    echo "-A -t $svc -s $sched"
+    for ep in ${eps//,/ }; do echo "-a -t $svc -r $ep -m -w 1"; done
+  } >"$TABLE.new" && mv "$TABLE.new" "$TABLE" || return 1
+  if ! ip link show "$IFACE" >/dev/null 2>&1; then
+    if ip link add "$IFACE" type dummy 2>/dev/null; then emit iface_type dummy
+    elif ip link add "$IFACE" type ifb 2>/dev/null; then emit iface_type ifb
+    else echo "cannot create $IFACE: the kernel has neither the dummy nor the ifb link type" >&2; return 1
+    fi
+  fi
+  vip=${svc%:*}; vip=${vip#[}; vip=${vip%]}
+  if [[ $vip == *:* ]]; then ip -6 addr replace "$vip/128" dev "$IFACE"; else ip addr replace "$vip/32" dev "$IFACE"; fi
+}
+
+run() {
+  local mode=$1 metrics=$2 healthz=$3 sched=${4:-} svc=$5 eps=$6 out rc ver
+  [ -n "$sched" ] || sched=rr
+  stop
+  emit node_ip "$(ip -4 -o addr show dev eth0 2>/dev/null | awk '{sub(/\/.*/, "", $4); print $4; exit}')"
+  emit krel "$(uname -r)"
+  emit ncpu "$(nproc)"
+  if [ "$mode" = iptables ] || [ "$mode" = ipvs ]; then
+    # kube-proxy gives up only if neither family's iptables works
+    if ! { iptables -w 5 -S POSTROUTING -t nat >/dev/null 2>&1 || ip6tables -w 5 -S POSTROUTING -t nat >/dev/null 2>&1; }; then
+      finish iptables-unavailable
+    fi
+  fi
+  if [ "$mode" = ipvs ]; then
+    if loaded ip_vs; then emit ipvs_loaded 1; else emit ipvs_loaded 0; fi
+    command -v ipset >/dev/null 2>&1 || finish ipset-missing
+    out=$(ipset --version </dev/null 2>&1); rc=$?
+    if [ $rc -ne 0 ]; then emit ipset_exit "$rc"; finish ipset-failed; fi
+    ver=$(grep -o 'v[0-9][0-9]*\.[0-9][0-9]*' <<<"$out" | head -n 1)
+    emit ipset_version "$ver"
+    if [ -z "$ver" ] || [ "${ver#v}" != "$(printf '%s\n6.0\n' "${ver#v}" | sort -V | tail -n 1)" ]; then finish ipset-old; fi
+    loaded ip_vs || finish ipvs-missing
+    loaded "ip_vs_$sched" || finish scheduler-missing
+    if ! out=$(program_ipvs "$sched" "$svc" "$eps" 2>&1); then emit detail "$out"; finish fixture-error; fi
+    [ -z "$out" ] || printf '%s\n' "$out"
+  fi
+  if [ "$mode" = nftables ]; then command -v nft >/dev/null 2>&1 || finish nft-missing; fi
+
+  mkdir -p "$DIR"
+  : >"$DIR/server.log"
+  setsid python3 "$SERVER" --mode "$mode" --metrics-bind-address "$metrics" \
+    --healthz-bind-address "$healthz" --pid-file "$PIDFILE" </dev/null >>"$DIR/server.log" 2>&1 &
+  local child=$!
+  # The server writes its PID file once both listeners are bound.
+  for _ in $(seq 1 100); do
+    fixture_pid >/dev/null && finish ready
+    [ -d "/proc/$child" ] || break
+    sleep 0.05
+  done
+  kill -KILL "$child" 2>/dev/null
+  emit detail "$(tail -n 1 "$DIR/server.log" 2>/dev/null)"
+  finish fixture-error
+}
+
+case "${1:-}" in
+  run) shift; [ $# -eq 6 ] || { echo "usage: $0 run MODE METRICS_BIND HEALTHZ_BIND SCHEDULER SERVICE ENDPOINTS" >&2; exit 2; }; run "$@";;
+  stop) stop;;
+  *) echo "usage: $0 run ...|stop" >&2; exit 2;;
+esac
