@@ -27,13 +27,13 @@ async function becomePassword(ask: boolean): Promise<string | undefined> {
 
 export function buildCli(): Command {
   const program = new Command('kube-proxy-mode')
-    .description("Prepare a live cluster's nodes for kube-proxy's IPVS mode, node by node, over SSH")
+    .description("Move a live cluster's kube-proxy to IPVS mode (or back) safely, node by node: prepare the nodes over SSH, flip the ConfigMap, recycle kube-proxy one node at a time with proof")
     .showHelpAfterError()
     .exitOverride();
 
   program
     .command('provision')
-    .description('prepare every target node (packages, module files, modules), then verify; --dry-run shows the diff first')
+    .description('node phase (packages, module files, modules, verify) on every target node, then cluster phase (ConfigMap, serial kube-proxy recycle with proof, rollback on failure); --dry-run shows it all first')
     .requiredOption('-i, --inventory <file>', 'Ansible inventory (YAML or INI)')
     .option('-C, --dry-run', 'show per node what would change, change nothing (also: --check)')
     .addOption(new Option('--check').hideHelp())
@@ -89,7 +89,7 @@ export function buildCli(): Command {
 
   program
     .command('demo')
-    .description('bring up 3 local test hosts (root, Linux), run provision on them: dry run, real run, no-op rerun; tear down')
+    .description('bring up 3 local test hosts (root, Linux) and the built-in test API server, run provision: dry run, real run, rerun; tear down')
     .option('--hosts <n>', 'number of test hosts', positiveInt('--hosts'), 3)
     .option('--keep', 'leave the test hosts running at the end (tear down later with test/lab/hostlab/down.sh)')
     .action(async (o) => {

@@ -1,5 +1,5 @@
 import type { Host, ProxyMode } from '../inventory/types.ts';
-import { ipvsModules } from '../node/ipvs-requirements.ts';
+import { ipvsModules, schedulerProblem } from '../node/ipvs-requirements.ts';
 import type { SessionPool } from '../remote/sessions.ts';
 import { unifiedDiff } from '../run/diff.ts';
 import type { StepResult, StepStatus } from '../run/results.ts';
@@ -67,7 +67,8 @@ export function clusterWish(targets: Host[], mode: ProxyMode): { wish: ProxyWish
     return { wish, error: `${conflicting.join(', ')} differ between hosts; kube-proxy has one ConfigMap for the whole cluster` };
   }
   if (mode === 'ipvs') {
-    const err = checkSchedulerModules(first.scheduler, ipvsModules(first));
+    // the scheduler written to the ConfigMap must be one whose module the node phase loads
+    const err = checkSchedulerModules(first.scheduler, ipvsModules(first)) ? schedulerProblem(first) : undefined;
     if (err) return { wish, error: err };
   }
   return { wish };

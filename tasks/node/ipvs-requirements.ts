@@ -44,16 +44,23 @@ export const MODULES_LOAD_CONF: ManagedFile = {
 export const MANAGED_FILES = [MODULE_SCRIPT, MODULES_LOAD_CONF];
 
 /**
- * IPVS modules for these settings: kube_proxy_ipvs_modules when set, else the default list. `ip_vs`
- * itself and the configured scheduler's module are always in it: without them kube-proxy cannot start in
- * IPVS mode (since 1.26 it exits instead of falling back), whatever the list says.
+ * IPVS modules for these settings: kube_proxy_ipvs_modules when set, else the default list plus the
+ * configured scheduler's module. `ip_vs` itself is always in it. An explicit list is taken as written
+ * otherwise: one that lacks the scheduler's module is refused (see schedulerProblem), not silently fixed.
  */
 export function ipvsModules(settings: NodeSettings): string[] {
   const list = [...(settings.ipvsModules ?? DEFAULT_IPVS_MODULES)];
   if (!list.includes('ip_vs')) list.unshift('ip_vs');
   const sched = `ip_vs_${settings.scheduler}`;
-  if (!list.includes(sched)) list.push(sched);
+  if (!settings.ipvsModules && !list.includes(sched)) list.push(sched);
   return list;
+}
+
+/** Why these settings cannot work: the scheduler's module is not among the modules loaded on nodes. */
+export function schedulerProblem(settings: NodeSettings): string | undefined {
+  const sched = `ip_vs_${settings.scheduler}`;
+  if (ipvsModules(settings).includes(sched)) return undefined;
+  return `kube_proxy_scheduler ${settings.scheduler} needs kernel module ${sched}, which kube_proxy_ipvs_modules does not list: kube-proxy would fail to start in IPVS mode; add ${sched} to the list`;
 }
 
 /** Every module the facts probe asks about: the IPVS list, conntrack, and the legacy conntrack module. */

@@ -7,6 +7,7 @@ import {
   ipvsModules,
   LEGACY_CONNTRACK_MODULE,
   MANAGED_FILES,
+  schedulerProblem,
   type ManagedFile,
 } from './ipvs-requirements.ts';
 import { readTemplate, renderModuleTemplate } from './templates.ts';
@@ -91,6 +92,9 @@ export function planNode(host: Host, facts: Facts): NodePlan {
         `set ansible_become: true (sudo) or connect as root`,
     };
   }
+
+  const sched = schedulerProblem(host.settings);
+  if (sched) return { ...plan, error: sched };
 
   // Modules: every IPVS module and nf_conntrack must exist in this kernel; the legacy IPv4 conntrack
   // module is added only where modprobe finds it.

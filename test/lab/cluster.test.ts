@@ -36,7 +36,8 @@ const maxUnavailable = () => Math.max(0, ...api.unavailableTimeline().map((p) =>
 function inventory(vars: Record<string, unknown> = {}) {
   return writeLabInventory(lab, { vars: { kubeconfig: api.kubeconfigPath, ...vars } });
 }
-const full = { tags: ['node', 'cluster'], cluster: { podTimeoutS: 60 } };
+// backups go to a temporary directory, never the working tree
+const full = { tags: ['node', 'cluster'], cluster: { podTimeoutS: 60, backupDir: tempDir('kpm-bk-') } };
 
 async function proxyMode(host: string): Promise<string> {
   return (await lab.exec(host, 'curl -s --max-time 3 127.0.0.1:10249/proxyMode')).stdout.trim();

@@ -1,4 +1,7 @@
-import { afterEach, describe, expect, test } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { runClusterPhase, type ClusterPhaseOptions } from '../../tasks/cluster/phase.ts';
 import { parseInventoryText } from '../../tasks/inventory/load.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
@@ -12,6 +15,8 @@ import { memoryRuntime, startTestApiServer, IPVS_IPSET_MISSING, type TestApiServ
 // kube-proxy's state, as the node would answer over SSH; the lab tests do the same over real SSH.
 
 let server: TestApiServer | undefined;
+const backupDir = mkdtempSync(join(tmpdir(), 'kpm-cluster-'));
+afterAll(() => rmSync(backupDir, { recursive: true, force: true }));
 afterEach(async () => {
   await server?.close();
   server = undefined;
@@ -75,7 +80,7 @@ async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) =>
     labelSelector: 'k8s-app=kube-proxy',
     podTimeoutMs: 10_000,
     rollback: true,
-    backupDir: (await import('node:os')).tmpdir(),
+    backupDir,
     inventoryHosts: hosts,
     targets: hosts,
     readiness: async () => ({ ready: true }),

@@ -102,7 +102,11 @@ describe('node plan', () => {
   test('scheduler module and explicit module lists', () => {
     expect(ipvsModules(host('    kube_proxy_scheduler: lc\n').settings)).toEqual(['ip_vs', 'ip_vs_rr', 'ip_vs_wrr', 'ip_vs_sh', 'ip_vs_lc']);
     expect(ipvsModules(host('    kube_proxy_ipvs_modules: [ip_vs_wrr]\n    kube_proxy_scheduler: wrr\n').settings)).toEqual(['ip_vs', 'ip_vs_wrr']);
-    expect(ipvsModules(host('    kube_proxy_ipvs_modules: []\n').settings)).toEqual(['ip_vs', 'ip_vs_rr']);
+    expect(ipvsModules(host('    kube_proxy_ipvs_modules: []\n').settings)).toEqual(['ip_vs']);
+    // an explicit list without the scheduler's module is refused before anything is changed
+    const p = planNode(host('    kube_proxy_ipvs_modules: [ip_vs, ip_vs_rr]\n    kube_proxy_scheduler: lc\n'), facts());
+    expect(p.error).toMatch(/^kube_proxy_scheduler lc needs kernel module ip_vs_lc, which kube_proxy_ipvs_modules does not list/);
+    expect(p.install).toEqual([]);
   });
 
   test('RHEL family uses conntrack-tools with dnf; EL7 falls back to yum', () => {
