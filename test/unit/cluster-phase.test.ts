@@ -175,6 +175,19 @@ describe('cluster phase against the test API server', () => {
     expect(maxUnavailable()).toBe(1);
   });
 
+  test('--no-rollback: the run stops at the failed node and leaves the ConfigMap and the switched node as they are', async () => {
+    const { modeOf } = await setup({ crash: (n, mode) => (n === 'node2' && mode === 'ipvs' ? IPVS_IPSET_MISSING : undefined) });
+    const { outcome, steps } = await run({ modeOf, rollback: false });
+    expect(outcome.ok).toBe(false);
+    expect(outcome.rolledBack).toBe(false);
+    expect(configConf()).toMatch(/^mode: "ipvs"$/m);
+    expect(modeOf('node1')).toBe('ipvs');
+    const rb = steps.find((s) => s.name === 'rollback')!;
+    expect(rb).toMatchObject({ host: 'cluster', status: 'skipped' });
+    expect(rb.message).toMatch(/--no-rollback: the ConfigMap stays changed \(backup: .*\); rerun with --mode iptables to go back/);
+    expect(steps.some((s) => s.host === 'node3')).toBe(false);
+  });
+
   test('409: a concurrent ConfigMap change during the run is merged, not overwritten', async () => {
     const { modeOf } = await setup();
     // Someone else edits the ConfigMap between our read and our write: our PUT is held back a moment,
