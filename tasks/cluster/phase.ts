@@ -7,6 +7,7 @@ import { updateConfigMap, writeBackup } from './configmap-store.ts';
 import { KubeClient, KubeError, loadKubeConfig, type KubeTarget } from './kube.ts';
 import { checkSchedulerModules, editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from './kube-proxy-config.ts';
 import { parseServerVersion, preflight, type NodeMapping, type NodeReadiness } from './preflight.ts';
+import { label, resolveProbes, type ProbeRecord } from './probes.ts';
 import { recycleNode, verifyNode, type NodeRecycleResult, type RecycleSettings } from './recycle.ts';
 
 // The cluster phase: preflight (also in a dry run) -> ConfigMap edit (backup first) -> serial recycle with
@@ -77,9 +78,17 @@ export function clusterWish(targets: Host[], mode: ProxyMode): { wish: ProxyWish
 export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPhaseOutcome> {
   const steps: StepResult[] = [];
   let clock = Date.now();
-  const record = (host: string, name: string, status: StepStatus, message: string, diff?: string) => {
+  const record = (host: string, name: string, status: StepStatus, message: string, diff?: string, probes?: ProbeRecord[]) => {
     const now = Date.now();
-    const r: StepResult = { host, name, status, message, ms: now - clock, ...(diff ? { diff } : {}) };
+    const r: StepResult = {
+      host,
+      name,
+      status,
+      message,
+      ms: now - clock,
+      ...(diff ? { diff } : {}),
+      ...(probes ? { probes: probes.map((p) => ({ service: p.target.service, via: p.target.via, address: label(p.target).split(' ').pop()!, ...(p.before ? { before: p.before } : {}), ...(p.after ? { after: p.after } : {}) })) } : {}),
+    };
     clock = now;
     steps.push(r);
     o.emit(r);
@@ -181,7 +190,14 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
     podTimeoutMs: o.podTimeoutMs,
     ...(kubernetesService ? { kubernetesService } : {}),
     dryRun: o.dryRun,
+    probes: async (m) => {
+      const r = await resolveProbes(kube, probeSpecs, m.internalIPs[0] ?? m.host?.connection.address);
+      for (const p of r.problems) if (!probeProblems.has(p)) (probeProblems.add(p), o.out(`warning: probe: ${p}`));
+      return r.targets;
+    },
   };
+  const probeSpecs = (o.targets[0] ?? o.inventoryHosts[0])?.settings.probeServices ?? [];
+  const probeProblems = new Set<string>();
   const switched: NodeMapping[] = [];
   let failure: { mapping: NodeMapping; result: NodeRecycleResult } | undefined;
   if (o.dryRun) o.out(`recycle order: ${mappings.map((m) => m.node).join(', ')}`);
@@ -193,7 +209,7 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
     } catch (e) {
       r = { node: m.node, status: 'failed', message: (e as Error).message, deleted: false };
     }
-    record(host.name, 'kube-proxy', r.status, `${m.node}: ${r.message}${r.logTail ? `\nlast log lines:\n${r.logTail}` : ''}`);
+    record(host.name, 'kube-proxy', r.status, `${m.node}: ${r.message}${r.logTail ? `\nlast log lines:\n${r.logTail}` : ''}`, undefined, r.probes);
     if (r.deleted) switched.push(m);
     if (r.status === 'failed') {
       failure = { mapping: m, result: r };
@@ -224,7 +240,8 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
       const { items } = await kube.listPods(o.namespace, o.labelSelector, `spec.nodeName=${m.node}`);
       const pod = items.filter((p) => !p.metadata?.deletionTimestamp).sort((a, b) => String(b.metadata?.creationTimestamp).localeCompare(String(a.metadata?.creationTimestamp)))[0];
       const session = await o.sessions.get(host);
-      const r = await recycleNode({ ...settings, dryRun: false }, { ...m, ...(pod ? { pod } : {}) }, session, back);
+      const { probes: _none, ...noProbes } = settings; // going back is judged by the node checks alone
+      const r = await recycleNode({ ...noProbes, dryRun: false }, { ...m, ...(pod ? { pod } : {}) }, session, back);
       const v = r.status === 'failed' ? undefined : await verifyNode(settings, session, back, undefined);
       const ok = r.status !== 'failed' && v?.ok;
       if (!ok) allBack = false;

@@ -5,6 +5,7 @@ import type { StepStatus } from '../run/results.ts';
 import { KubeError, type KubeClient } from './kube.ts';
 import { ipvsHasVirtualServer, proxierLine, readNodeProxyState, type NodeProxyState } from './node-checks.ts';
 import type { NodeMapping } from './preflight.ts';
+import { describeProbes, label, regressions, runProbes, type ProbeRecord, type ProbeTarget } from './probes.ts';
 
 // Recycling kube-proxy on one node, with proof: the pod is deleted only when the DaemonSet has no other
 // pod unavailable, the replacement must become Ready on the same node, and the node itself must then
@@ -21,6 +22,8 @@ export interface RecycleSettings {
   /** default/kubernetes, for the ipvs check */
   kubernetesService?: { ip: string; port: number };
   dryRun: boolean;
+  /** the Services to probe through this node, before and after its switch */
+  probes?: (m: NodeMapping) => Promise<ProbeTarget[]>;
 }
 
 export interface NodeRecycleResult {
@@ -33,6 +36,8 @@ export interface NodeRecycleResult {
   logTail?: string;
   /** which check failed */
   failedCheck?: string;
+  /** each probe with its outcome before and after the switch */
+  probes?: ProbeRecord[];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -115,8 +120,40 @@ export async function verifyNode(
   return { ok: true, message: found.join(', '), state };
 }
 
-/** Switch one node's kube-proxy to `mode` (or say why not). Never throws for an expected failure. */
+/**
+ * Switch one node's kube-proxy to `mode` with proof, probing its Services before and after: a probe that
+ * answered before and fails after fails the node (the caller then rolls back); one that already failed
+ * before is reported, not blamed on the switch.
+ */
 export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: RemoteSession, mode: ProxyMode): Promise<NodeRecycleResult> {
+  const targets = s.probes ? await s.probes(m) : [];
+  const before = await runProbes(session, targets);
+  const records: ProbeRecord[] = targets.map((target, i) => ({ target, before: before[i]! }));
+  const r = await switchNode(s, m, session, mode);
+  if (targets.length === 0) return r;
+  const failingBefore = records.filter((x) => !x.before!.ok).map((x) => label(x.target));
+  const note = failingBefore.length ? `; already failing before the switch (not blamed on it): ${failingBefore.join(', ')}` : '';
+  if (s.dryRun || r.status === 'failed') {
+    return { ...r, probes: records, message: `${r.message}; probes before: ${describeProbes(records)}${note}` };
+  }
+  const after = await runProbes(session, targets);
+  records.forEach((x, i) => (x.after = after[i]!));
+  const broken = regressions(records);
+  if (broken.length > 0) {
+    return {
+      ...r,
+      status: 'failed',
+      failedCheck: 'probe',
+      probes: records,
+      message:
+        `${broken.map((x) => `Service ${x.target.service} no longer answers through ${m.node} (${label(x.target)}: before ok in ${x.before!.ms}ms, after: ${x.after!.detail})`).join('; ')}` +
+        ` after: ${r.message}`,
+    };
+  }
+  return { ...r, probes: records, message: `${r.message}; probes: ${describeProbes(records)}${note}` };
+}
+
+async function switchNode(s: RecycleSettings, m: NodeMapping, session: RemoteSession, mode: ProxyMode): Promise<NodeRecycleResult> {
   const node = m.node;
   const before = await readNodeProxyState(session, s.metricsBindAddress, false);
   if (before.mode === mode) {

@@ -316,6 +316,8 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
       ipvsModules: get<string[] | null>('kube_proxy_ipvs_modules'),
     };
     if (settings.ipvsModules) settings.ipvsModules = [...settings.ipvsModules];
+    const probes = get<string[]>('kube_proxy_probe_services');
+    if (probes.length) settings.probeServices = [...probes];
     // Unset stays absent (not 0s): the cluster phase then leaves the ConfigMap's value alone.
     for (const [name, field] of IPVS_TIMEOUTS) {
       const value = get<string | null | undefined>(name);

@@ -298,6 +298,18 @@ export const moduleList = listOf(
   { nullIsDefault: null },
 );
 
+/**
+ * Services the cluster phase probes from each node before and after its switch: `namespace/name`,
+ * optionally `:port`, optionally an HTTP `/path`, optionally `=codes` (accepted status codes).
+ */
+export const PROBE_SERVICE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9]*[a-z0-9])?(:\d{1,5})?(\/[A-Za-z0-9._~\/-]*)?(=\d{3}(,\d{3})*)?$/;
+export const probeServiceList = listOf(
+  'a list of Services to probe (like [default/web:80/healthz=200])',
+  (x) => typeof x === 'string' && PROBE_SERVICE.test(x),
+  'namespace/name, optionally :port, an HTTP /path and =accepted,codes (like kube-system/kube-dns:53 or default/web:80/healthz=200,204)',
+  { nullIsDefault: [] },
+);
+
 export const sshConnection: ValueType = {
   parse(v) {
     if (v === null || v === undefined || v === 'ssh' || v === 'smart' || v === 'paramiko') return ok(v ?? null);
@@ -395,6 +407,7 @@ export const VARIABLES: readonly VarSpec[] = [
   { name: 'kube_proxy_ipvs_modules', type: moduleList, default: () => null, doc: 'IPVS kernel modules to load; default: the tool\'s list' },
   { name: 'kube_proxy_tcp_timeout', type: goDuration, doc: 'IPVS idle TCP session timeout (ipvs.tcpTimeout); unset: keep the ConfigMap\'s' },
   { name: 'kube_proxy_tcp_fin_timeout', type: goDuration, doc: 'IPVS TCP timeout after a FIN (ipvs.tcpFinTimeout); unset: keep the ConfigMap\'s' },
+  { name: 'kube_proxy_probe_services', type: probeServiceList, default: () => [], doc: 'Services probed from each node before and after its switch' },
   { name: 'kube_proxy_udp_timeout', type: goDuration, doc: 'IPVS UDP timeout (ipvs.udpTimeout); unset: keep the ConfigMap\'s' },
 
   // The tool's own settings

@@ -32,6 +32,8 @@ export interface NodeSettings {
   /** kube_proxy_ipvs_modules: IPVS kernel modules to load; null = the tool's default list */
   ipvsModules: string[] | null;
   /** kube_proxy_tcp_timeout: IPVS idle TCP session timeout, a Go duration (`900s`); unset = keep the ConfigMap's */
+  /** kube_proxy_probe_services: `namespace/name[:port][/path][=codes]`, probed around each node's switch */
+  probeServices?: string[];
   tcpTimeout?: string;
   /** kube_proxy_tcp_fin_timeout: IPVS TCP timeout after a FIN, a Go duration; unset = keep the ConfigMap's */
   tcpFinTimeout?: string;

@@ -19,7 +19,7 @@ export function buildReport(results: HostResult[], meta: ReportMeta): object {
     hosts[r.host] = {
       status: r.status,
       ...(r.reason ? { reason: r.reason } : {}),
-      steps: r.steps.map((s) => ({ name: s.name, status: s.status, message: s.message, ms: s.ms, ...(s.diff ? { diff: s.diff } : {}) })),
+      steps: r.steps.map((s) => ({ name: s.name, status: s.status, message: s.message, ms: s.ms, ...(s.diff ? { diff: s.diff } : {}), ...(s.probes ? { probes: s.probes } : {}) })),
       sshExecs: r.sshExecs,
     };
   }

@@ -12,6 +12,8 @@ export interface StepResult {
   /** unified diff of a file the step writes (or would write, in a dry run) */
   diff?: string;
   ms: number;
+  /** Service probes through the node, before and after its switch */
+  probes?: { service: string; via: string; address: string; before?: { ok: boolean; ms: number; detail: string }; after?: { ok: boolean; ms: number; detail: string } }[];
 }
 
 export interface HostResult {

@@ -36,13 +36,20 @@ function inventory(extra = ''): Host[] {
 }
 
 /** A node as seen over SSH: the mode its (simulated) kube-proxy last started in. */
-function fakeSessions(modeOf: (node: string) => string | null): SessionPool {
+function fakeSessions(modeOf: (node: string) => string | null, answers?: (node: string, mode: string | null, ip: string, port: number) => boolean): SessionPool {
   const session = (host: Host) =>
     ({
       execs: 0,
       async run(script: string) {
         const mode = modeOf(host.name);
         const b64 = (s: string) => Buffer.from(s).toString('base64');
+        if (script.includes('@@kpm:probe')) {
+          const lines = [...script.matchAll(/^probe (\d+) \w+ '?([^' ]+)'? (\d+)/gm)].map(([, i, ip, port]) => {
+            const ok = answers ? answers(host.name, mode, ip!, Number(port)) : true;
+            return `@@kpm:probe ${i} ${ok ? 0 : 7} 3 ${b64(ok ? 'TLS ok, HTTP 403' : 'curl: (28) Connection timed out')}`;
+          });
+          return { stdout: lines.join('\n') + '\n', stderr: '', code: 0, signal: null, ms: 1 };
+        }
         let out = mode ? `@@kpm:mode 0 ${b64(mode)}\n` : `@@kpm:mode 7 ${b64('curl: (7) Failed to connect')}\n`;
         if (script.includes('ipvsadm -Ln')) {
           const table = mode === 'ipvs' ? 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\nTCP  10.96.0.1:443 rr\n' : '';
@@ -65,7 +72,7 @@ async function setup(opts: { crash?: (node: string, mode: string) => string | un
   return { runtime, modeOf };
 }
 
-async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) => string | null }) {
+async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) => string | null; answers?: (node: string, mode: string | null, ip: string, port: number) => boolean }) {
   const steps: StepResult[] = [];
   const lines: string[] = [];
   const hosts = inventory();
@@ -84,7 +91,7 @@ async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) =>
     inventoryHosts: hosts,
     targets: hosts,
     readiness: async () => ({ ready: true }),
-    sessions: fakeSessions(over.modeOf),
+    sessions: fakeSessions(over.modeOf, over.answers),
     emit: (r) => steps.push(r),
     out: (l) => lines.push(l),
     ...over,
@@ -139,6 +146,8 @@ describe('cluster phase against the test API server', () => {
     expect(steps.filter((s) => s.name === 'kube-proxy').map((s) => s.message)).toEqual(
       NODES.map((n) => expect.stringMatching(new RegExp(`^${n.name}: would delete pod kube-proxy-\\w+ \\(runs iptables\\)`))),
     );
+    // the probes it would run, with the "before" ones run (they change nothing)
+    expect(steps.find((s) => s.host === 'node1' && s.name === 'kube-proxy')!.message).toMatch(/probes before: default\/kubernetes ClusterIP 10.96.0.1:443: before ok 3ms, after -/);
   });
 
   test('gate: a node not ready, or running kube-proxy without being in the inventory, stops the run before the ConfigMap changes', async () => {
@@ -186,6 +195,40 @@ describe('cluster phase against the test API server', () => {
     expect(rb).toMatchObject({ host: 'cluster', status: 'skipped' });
     expect(rb.message).toMatch(/--no-rollback: the ConfigMap stays changed \(backup: .*\); rerun with --mode iptables to go back/);
     expect(steps.some((s) => s.host === 'node3')).toBe(false);
+  });
+
+  test('probes: default/kubernetes is probed before and after each switch, with latencies, in the step and the report', async () => {
+    const { modeOf } = await setup();
+    const { outcome, steps } = await run({ modeOf });
+    expect(outcome.ok).toBe(true);
+    const s1 = steps.find((s) => s.host === 'node1' && s.name === 'kube-proxy')!;
+    expect(s1.probes).toEqual([
+      { service: 'default/kubernetes', via: 'ClusterIP', address: '10.96.0.1:443', before: { ok: true, ms: 3, detail: 'TLS ok, HTTP 403' }, after: { ok: true, ms: 3, detail: 'TLS ok, HTTP 403' } },
+    ]);
+    expect(s1.message).toMatch(/probes: default\/kubernetes ClusterIP 10.96.0.1:443: before ok 3ms, after ok 3ms/);
+  });
+
+  test('a Service that answered before and not after the switch fails the node and rolls back, naming the Service and the node', async () => {
+    const { modeOf } = await setup();
+    // node2's dataplane drops Service traffic once it runs ipvs
+    const { outcome, steps } = await run({ modeOf, answers: (node, mode) => !(node === 'node2' && mode === 'ipvs') });
+    expect(outcome.ok).toBe(false);
+    expect(outcome.rolledBack).toBe(true);
+    const failed = steps.find((s) => s.status === 'failed')!;
+    expect(failed.host).toBe('node2');
+    expect(failed.message).toMatch(/Service default\/kubernetes no longer answers through node2 \(default\/kubernetes ClusterIP 10.96.0.1:443: before ok in 3ms, after: curl: \(28\) Connection timed out\)/);
+    expect(modeOf('node1')).toBe('iptables');
+    expect(modeOf('node2')).toBe('iptables');
+    expect(configConf()).toMatch(/^mode: ""$/m);
+  });
+
+  test('a Service already failing before the switch is reported, not blamed, and does not stop the run', async () => {
+    const { modeOf } = await setup();
+    const { outcome, steps } = await run({ modeOf, answers: (node) => node !== 'node3' });
+    expect(outcome.ok).toBe(true);
+    const s3 = steps.find((s) => s.host === 'node3' && s.name === 'kube-proxy')!;
+    expect(s3.status).toBe('changed');
+    expect(s3.message).toMatch(/already failing before the switch \(not blamed on it\): default\/kubernetes ClusterIP 10.96.0.1:443/);
   });
 
   test('409: a concurrent ConfigMap change during the run is merged, not overwritten', async () => {

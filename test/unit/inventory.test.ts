@@ -630,6 +630,7 @@ describe('inventory/example.yaml and inventory/example.ini', () => {
       strictArp: true,
       excludeCidrs: ['10.0.0.0/24'],
       ipvsModules: ['ip_vs', 'ip_vs_rr', 'ip_vs_wrr', 'ip_vs_sh', 'nf_conntrack'],
+      probeServices: ['kube-system/kube-dns:53', 'default/web:80/healthz=200'],
     });
     expect(node4.run).toEqual({
       forks: 10,
