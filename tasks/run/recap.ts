@@ -60,5 +60,14 @@ export function formatRecap(results: HostResult[], opts: { dryRun: boolean; titl
     `${rows}: ${s.ok} converged, ${s.changed} ${opts.dryRun ? 'would change' : 'changed'}, ` +
       `${s.failed} failed, ${s.unreachable} unreachable, ${s.skipped} skipped`,
   );
+  const probeLines = results.flatMap((r) =>
+    r.steps.flatMap((st) =>
+      (st.probes ?? []).map((p) => {
+        const o = (x?: { ok: boolean; ms: number; detail: string }) => (x ? `${x.ok ? 'ok' : 'FAILED'} ${x.ms}ms` : '-');
+        return `${r.host.padEnd(width)}: ${p.service} ${p.via} ${p.address}  before ${o(p.before)}  after ${o(p.after)}`;
+      }),
+    ),
+  );
+  if (probeLines.length) lines.push('', `SERVICE PROBES ${'*'.repeat(65)}`, ...probeLines);
   return lines.join('\n');
 }

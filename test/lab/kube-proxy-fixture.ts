@@ -12,6 +12,13 @@
 //             leaves them when it moves off ipvs;
 //   nftables  nft is installed.
 //
+// Services given in the options carry real traffic: in iptables mode as kube-proxy's own nat
+// chains (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-NODEPORTS); in ipvs mode as rows of
+// the IPVS fixture table, an ipset-based KUBE-SERVICES that leaves the KUBE-SVC-* chains stale,
+// and, as the kernel has no IPVS, DNAT rules in the fixture's KPM-LAB-IPVS-EMULATION chain.  A
+// test can make a start drop the Services' traffic while kube-proxy looks healthy
+// (dataplaneFault).
+//
 // A ready "kube-proxy" is a small server in the host's namespaces (hostlab/kube-proxy-fixture/)
 // answering GET /proxyMode and /healthz on metricsBindAddress, and /healthz, /livez on
 // healthzBindAddress; it dies with the host.  The fixture never loads kernel modules: loading
@@ -22,6 +29,7 @@
 // file:line positions are those of real 1.30/1.31 logs where one was found, and read off the
 // source layout otherwise.
 
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -35,6 +43,20 @@ export interface LabKubeProxyOptions {
   apiServerEndpoints?: string[];
   /** for "Version info" when start() gets no StartInfo; default v1.31.0 */
   version?: string;
+  /** Services whose traffic the fixture's dataplane carries in iptables and ipvs modes; default none */
+  services?: LabService[];
+  /** 'drop' makes that start drop traffic to the Services' ClusterIPs while kube-proxy looks healthy */
+  dataplaneFault?: (node: string, mode: string) => 'drop' | undefined;
+}
+
+export interface LabService {
+  name: string;
+  namespace: string;
+  clusterIP: string;
+  port: number;
+  protocol?: 'TCP';
+  backends: { ip: string; port: number }[];
+  nodePort?: number;
 }
 
 const FIXTURE_DIR = path.join(HOSTLAB_DIR, 'kube-proxy-fixture');
@@ -145,6 +167,126 @@ function settings(raw: string): Settings {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The Services' netfilter state, as kube-proxy writes it (kube-proxy-fixture.sh applies it)
+
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** kube-proxy's chain-name hash: the first 16 characters of base32(sha256(parts)). */
+function chainHash(...parts: string[]): string {
+  let out = '';
+  let bits = 0;
+  let acc = 0;
+  for (const byte of createHash('sha256').update(parts.join('')).digest()) {
+    acc = ((acc << 8) | byte) & 0xffff;
+    bits += 8;
+    while (bits >= 5 && out.length < 16) {
+      out += BASE32[(acc >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  return out;
+}
+
+interface Dataplane {
+  nat: string;
+  raw: string;
+  ipset: string;
+  ipvs: string;
+  /** the ClusterIPs, one a line */
+  vips: string;
+}
+
+function dataplane(mode: string, services: LabService[], fault: 'drop' | undefined, nodeIP: string, scheduler: string): Dataplane {
+  const nat: string[] = [];
+  const rules: string[] = [];
+  const chain = (name: string) => nat.push(`:${name} - [0:0]`);
+  const masq = [
+    '-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000',
+    '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
+    '-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0',
+    '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+  ];
+  const probability = (i: number, n: number) => (i < n - 1 ? ` -m statistic --mode random --probability ${(1 / (n - i)).toFixed(11)}` : '');
+  const ipset: string[] = [];
+  const ipvs: string[] = [];
+
+  for (const c of ['KUBE-SERVICES', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ']) chain(c);
+  rules.push(...masq);
+  if (mode === 'iptables') {
+    chain('KUBE-NODEPORTS');
+    for (const svc of services) {
+      const name = `${svc.namespace}/${svc.name}`;
+      const proto = (svc.protocol ?? 'TCP').toLowerCase();
+      const svcChain = `KUBE-SVC-${chainHash(name, proto)}`;
+      chain(svcChain);
+      if (svc.backends.length === 0) continue;
+      rules.push(`-A KUBE-SERVICES -d ${svc.clusterIP}/32 -p ${proto} -m comment --comment "${name} cluster IP" -m ${proto} --dport ${svc.port} -j ${svcChain}`);
+      if (svc.nodePort !== undefined) {
+        rules.push(`-A KUBE-NODEPORTS -p ${proto} -m comment --comment "${name}" -m ${proto} --dport ${svc.nodePort} -j KUBE-MARK-MASQ`);
+        rules.push(`-A KUBE-NODEPORTS -p ${proto} -m comment --comment "${name}" -m ${proto} --dport ${svc.nodePort} -j ${svcChain}`);
+      }
+      svc.backends.forEach((b, i) => {
+        const ep = `${b.ip}:${b.port}`;
+        const sepChain = `KUBE-SEP-${chainHash(name, proto, ep)}`;
+        chain(sepChain);
+        rules.push(`-A ${svcChain} -m comment --comment "${name} -> ${ep}"${probability(i, svc.backends.length)} -j ${sepChain}`);
+        rules.push(`-A ${sepChain} -s ${b.ip}/32 -m comment --comment "${name}" -j KUBE-MARK-MASQ`);
+        rules.push(`-A ${sepChain} -p ${proto} -m comment --comment "${name}" -m ${proto} -j DNAT --to-destination ${ep}`);
+      });
+    }
+    rules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  } else if (mode === 'ipvs') {
+    chain('KUBE-NODE-PORT');
+    chain('KPM-LAB-IPVS-EMULATION');
+    ipset.push(
+      'create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536',
+      'create KUBE-NODE-PORT-TCP bitmap:port range 0-65535',
+      'flush KUBE-CLUSTER-IP',
+      'flush KUBE-NODE-PORT-TCP',
+    );
+    rules.push(
+      '-A KUBE-SERVICES -m comment --comment "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ',
+      '-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT',
+      '-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT',
+      '-A KUBE-NODE-PORT -p tcp -m comment --comment "Kubernetes nodeport TCP port for masquerade purpose" -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ',
+    );
+    const emulate = (match: string, name: string, backends: LabService['backends']) =>
+      backends.forEach((b, i) => {
+        const ep = `${b.ip}:${b.port}`;
+        rules.push(`-A KPM-LAB-IPVS-EMULATION ${match} -m comment --comment "kpm-lab TEST FIXTURE, IPVS emulation: ${name} -> ${ep}"${probability(i, backends.length)} -j DNAT --to-destination ${ep}`);
+      });
+    for (const svc of services) {
+      const name = `${svc.namespace}/${svc.name}`;
+      const vs = `${svc.clusterIP}:${svc.port}`;
+      ipset.push(`add KUBE-CLUSTER-IP ${svc.clusterIP},tcp:${svc.port}`);
+      ipvs.push(`-A -t ${vs} -s ${scheduler}`, ...svc.backends.map((b) => `-a -t ${vs} -r ${b.ip}:${b.port} -m -w 1`));
+      // Locally sent packets to a VIP on kube-ipvs0 leave with the VIP as source: without SNAT the
+      // backend's replies would not find their way back.
+      rules.push(`-A KPM-LAB-IPVS-EMULATION -d ${svc.clusterIP}/32 -p tcp -m tcp --dport ${svc.port} -j KUBE-MARK-MASQ`);
+      emulate(`-d ${svc.clusterIP}/32 -p tcp -m tcp --dport ${svc.port}`, name, svc.backends);
+      if (svc.nodePort !== undefined) {
+        ipset.push(`add KUBE-NODE-PORT-TCP ${svc.nodePort}`);
+        if (nodeIP) ipvs.push(`-A -t ${nodeIP}:${svc.nodePort} -s ${scheduler}`, ...svc.backends.map((b) => `-a -t ${nodeIP}:${svc.nodePort} -r ${b.ip}:${b.port} -m -w 1`));
+        // IPVS masquerades NodePort traffic, so replies come back through this node
+        rules.push(`-A KPM-LAB-IPVS-EMULATION -p tcp -m addrtype --dst-type LOCAL -m tcp --dport ${svc.nodePort} -j KUBE-MARK-MASQ`);
+        emulate(`-p tcp -m addrtype --dst-type LOCAL -m tcp --dport ${svc.nodePort}`, name, svc.backends);
+      }
+    }
+  }
+
+  const raw = ['*raw', ':KPM-LAB-DATAPLANE-FAULT - [0:0]'];
+  if (fault === 'drop') {
+    for (const svc of services) {
+      raw.push(`-A KPM-LAB-DATAPLANE-FAULT -d ${svc.clusterIP}/32 -p tcp -m tcp --dport ${svc.port} -m comment --comment "kpm-lab TEST FIXTURE: injected fault, drops ${svc.namespace}/${svc.name}" -j DROP`);
+    }
+  }
+  raw.push('COMMIT');
+  const text = (lines: string[]) => (lines.length ? `${lines.join('\n')}\n` : '');
+  const vips = mode === 'iptables' || mode === 'ipvs' ? [...new Set(services.map((svc) => svc.clusterIP))] : [];
+  return { nat: text([...nat, ...rules]), raw: text(raw), ipset: text(ipset), ipvs: text(ipvs), vips: text(vips) };
+}
+
+// ---------------------------------------------------------------------------------------------
 // The runtime
 
 interface HostReport {
@@ -205,11 +347,19 @@ export function labKubeProxyRuntime(lab: Lab, nodeToHost: (node: string) => stri
     return `d=${HOST_DIR}; mkdir -p "$d" && ${put(CTL)} && ${put(SERVER)}`;
   };
 
+  // Written on every start, so that nothing of an earlier start's Services or fault lingers.
+  const shipDataplane = (dp: Dataplane): string => {
+    const put = (name: keyof Dataplane) => `printf %s ${sq(Buffer.from(dp[name]).toString('base64'))} | base64 -d >"$d/dataplane/${name}"`;
+    return `mkdir -p "$d/dataplane" && ${put('nat')} && ${put('raw')} && ${put('ipset')} && ${put('ipvs')} && ${put('vips')}`;
+  };
+
   async function start(node: string, config: KubeProxyConfig, info?: StartInfo): Promise<StartResult> {
     const host = hostOf(node);
     const s = settings(config.raw);
     const args = [config.mode, config.metricsBindAddress, s.healthzBindAddress, s.scheduler, service, endpoints.join(',')];
-    const r = await serial(host, () => lab.exec(host, `${ship()} && exec bash "$d/${CTL}" run ${args.map(sq).join(' ')}`));
+    const nodeAddress = info?.internalIP ?? lab.hosts.find((h) => h.name === host)!.address;
+    const dp = dataplane(config.mode, opts.services ?? [], opts.dataplaneFault?.(node, config.mode), nodeAddress, s.scheduler || 'rr');
+    const r = await serial(host, () => lab.exec(host, `${ship()} && ${shipDataplane(dp)} && exec bash "$d/${CTL}" run ${args.map(sq).join(' ')}`));
     const report = parseReport(r.stdout);
     if (r.code !== 0 || !report) {
       throw new Error(`kube-proxy test fixture on ${host} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
@@ -302,4 +452,63 @@ export function labKubeProxyRuntime(lab: Lab, nodeToHost: (node: string) => stri
   }
 
   return { start, stop };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Service backend
+
+const BACKEND_DIR = '/run/kpm-lab-backend';
+const BACKEND_SCRIPT = `# kpm-lab TEST BACKEND: a Service endpoint for dataplane tests; not kube-proxy, not the tool under test.
+# Answers every GET with 200 and the given body; dies with its host.
+import base64
+import http.server
+import socketserver
+import sys
+
+port = int(sys.argv[1])
+body = base64.b64decode(sys.argv[2])
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/plain; charset=utf-8')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # HTTPServer's own server_bind does a reverse DNS lookup, which a lab host cannot answer.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+
+Server(('0.0.0.0', port), Handler).serve_forever()
+`;
+
+/**
+ * Start a TEST BACKEND on `host` (in its namespaces, in the background): an HTTP server on
+ * 0.0.0.0:`port` answering 200 with `body` (default "<host>:<port>\n").  Resolves once it answers.
+ */
+export async function startBackend(lab: Lab, host: string, port: number, body?: string): Promise<void> {
+  const b64 = (t: string) => sq(Buffer.from(t).toString('base64'));
+  const script = `${BACKEND_DIR}/kpm-lab-test-backend.py`;
+  const cmd = [
+    `mkdir -p ${BACKEND_DIR}`,
+    `printf %s ${b64(BACKEND_SCRIPT)} | base64 -d >${script}`,
+    `(setsid python3 ${script} ${port} ${b64(body ?? `${host}:${port}\n`)} </dev/null >>${BACKEND_DIR}/${port}.log 2>&1 &)`,
+    `for _ in $(seq 1 100); do curl -s -o /dev/null --max-time 1 http://127.0.0.1:${port}/ && exit 0; sleep 0.05; done`,
+    `tail -n 3 ${BACKEND_DIR}/${port}.log >&2; exit 1`,
+  ].join('\n');
+  const r = await lab.exec(host, cmd);
+  if (r.code !== 0) throw new Error(`test backend on ${host}:${port} did not start: ${r.stderr.trim()}`);
 }

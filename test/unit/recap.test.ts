@@ -76,3 +76,12 @@ test('retry file: failed and unreachable hosts, usable with --limit @file; remov
   writeRetryFile(f, results.slice(0, 2));
   expect(readFileSync(f, 'utf8')).toBe('node009\n');
 });
+
+test('recap lists each Service probe per node with its latency before and after', () => {
+  const r = host('node001', ['changed']);
+  r.steps[0]!.probes = [{ service: 'default/kubernetes', via: 'ClusterIP', address: '10.96.0.1:443', before: { ok: true, ms: 4, detail: '' }, after: { ok: false, ms: 3001, detail: 'timed out' } }];
+  expect(formatRecap([r], { dryRun: false }).split('\n').slice(-2)).toEqual([
+    'SERVICE PROBES *****************************************************************',
+    'node001                   : default/kubernetes ClusterIP 10.96.0.1:443  before ok 4ms  after FAILED 3001ms',
+  ]);
+});

@@ -24,7 +24,22 @@
 #  the ClusterIP to the kube-ipvs0 link (a dummy link; an ifb link where the kernel has no
 #  dummy driver: same flags, same `ip -br link` output).  In iptables and nftables modes the
 #  IPVS table and kube-ipvs0 stay as they are: a real kube-proxy leaves them behind when it
-#  moves away from ipvs.  Then it starts kube-proxy-test-fixture.py, which serves /proxyMode
+#  moves away from ipvs.
+#
+#  In iptables and ipvs modes it also programs the host's netfilter state for the Services
+#  the .ts side generated into $DIR/dataplane/ (nat: an iptables-restore section, no COMMIT;
+#  ipset: an `ipset restore` file; ipvs: extra IPVS fixture table lines; raw: the fault
+#  chain's section).  The nat section replaces the KUBE-* chains it declares in one
+#  iptables-restore --noflush; in iptables mode KUBE-SVC-*/KUBE-SEP-* chains it no longer
+#  declares are deleted in the same transaction, in ipvs mode they stay, unreferenced, as
+#  a real kube-proxy leaves them.  The kernel has no IPVS, so in ipvs mode the chain
+#  KPM-LAB-IPVS-EMULATION (TEST FIXTURE, jumped first from nat OUTPUT and PREROUTING) DNATs
+#  what IPVS would forward; it goes away in iptables mode.  KPM-LAB-DATAPLANE-FAULT in the
+#  raw table holds an injected fault (DROP rules), if any.  Lab hosts have no default route,
+#  which a real node's packets to a ClusterIP leave by before nat OUTPUT rewrites them: each
+#  ClusterIP gets a route out of eth0 instead, with protocol $ROUTE_PROTO to find them again.
+#
+#  Then it starts kube-proxy-test-fixture.py, which serves /proxyMode
 #  and /healthz on metricsBindAddress and /healthz, /livez on healthzBindAddress, in the
 #  background (setsid) with its PID in /run: a host restart kills it and empties /run.
 #
@@ -44,6 +59,11 @@ SERVER=$DIR/kube-proxy-test-fixture.py
 IPVS_DIR=/run/kpm-lab-ipvs
 TABLE=$IPVS_DIR/table
 IFACE=kube-ipvs0
+DATA=$DIR/dataplane
+EMULATION=KPM-LAB-IPVS-EMULATION
+FAULT=KPM-LAB-DATAPLANE-FAULT
+IPT=(iptables -w 5)
+ROUTE_PROTO=77
 
 emit() { printf '%s=%s\n' "$1" "$2"; }
 finish() { emit result "$1"; exit 0; }
@@ -80,6 +100,7 @@ program_ipvs() { # SCHEDULER SERVICE ENDPOINTS
     echo "# Written by the kpm-lab kube-proxy test fixture; listed by the kpm-lab ipvsadm wrapper."
     echo "-A -t $svc -s $sched"
     for ep in ${eps//,/ }; do echo "-a -t $svc -r $ep -m -w 1"; done
+    if [ -f "$DATA/ipvs" ]; then cat "$DATA/ipvs"; fi
   } >"$TABLE.new" && mv "$TABLE.new" "$TABLE" || return 1
   if ! ip link show "$IFACE" >/dev/null 2>&1; then
     if ip link add "$IFACE" type dummy 2>/dev/null; then emit iface_type dummy
@@ -87,8 +108,61 @@ program_ipvs() { # SCHEDULER SERVICE ENDPOINTS
     else echo "cannot create $IFACE: the kernel has neither the dummy nor the ifb link type" >&2; return 1
     fi
   fi
-  vip=${svc%:*}; vip=${vip#[}; vip=${vip%]}
-  if [[ $vip == *:* ]]; then ip -6 addr replace "$vip/128" dev "$IFACE"; else ip addr replace "$vip/32" dev "$IFACE"; fi
+  # kube-proxy binds every virtual server's address, and unbinds those of deleted Services
+  ip addr flush dev "$IFACE" || return 1
+  for svc in $(awk '$1 == "-A" && $2 == "-t" {print $3}' "$TABLE" | sort -u); do
+    vip=${svc%:*}; vip=${vip#[}; vip=${vip%]}
+    if [[ $vip == *:* ]]; then ip -6 addr replace "$vip/128" dev "$IFACE"; else ip addr replace "$vip/32" dev "$IFACE"; fi || return 1
+  done
+}
+
+# Add a rule to a built-in chain unless it is there: first or last in the chain.
+ensure_rule() { # TABLE CHAIN first|last RULE...
+  local table=$1 chain=$2 where=$3; shift 3
+  "${IPT[@]}" -t "$table" -C "$chain" "$@" 2>/dev/null && return 0
+  if [ "$where" = first ]; then "${IPT[@]}" -t "$table" -I "$chain" 1 "$@"; else "${IPT[@]}" -t "$table" -A "$chain" "$@"; fi
+}
+
+# Program the Services' netfilter state the .ts side generated into $DATA for MODE.
+program_dataplane() { # MODE
+  local mode=$1 declared stale c
+  local emu_jump=(-m comment --comment "kpm-lab TEST FIXTURE: IPVS forwarding emulation, not kube-proxy" -j "$EMULATION")
+  local fault_jump=(-m comment --comment "kpm-lab TEST FIXTURE: injected dataplane faults" -j "$FAULT")
+  if [ -s "$DATA/ipset" ]; then ipset restore -exist <"$DATA/ipset" || return 1; fi
+  declared=$(sed -n 's/^:\([^ ]*\) .*/\1/p' "$DATA/nat")
+  stale=
+  if [ "$mode" = iptables ]; then
+    stale=$("${IPT[@]}" -t nat -S | sed -n 's/^-N \(KUBE-S[EV][PC]-[A-Z2-7]*\)$/\1/p' | grep -vxF -e "$declared")
+  fi
+  {
+    echo '*nat'
+    grep '^:' "$DATA/nat"
+    for c in $stale; do echo ":$c - [0:0]"; done
+    grep -v '^:' "$DATA/nat"
+    for c in $stale; do echo "-X $c"; done
+    echo COMMIT
+  } | iptables-restore -w 5 --noflush || return 1
+  ensure_rule nat PREROUTING last -m comment --comment "kubernetes service portals" -j KUBE-SERVICES || return 1
+  ensure_rule nat OUTPUT last -m comment --comment "kubernetes service portals" -j KUBE-SERVICES || return 1
+  ensure_rule nat POSTROUTING last -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING || return 1
+  if [ "$mode" = ipvs ]; then
+    ensure_rule nat PREROUTING first "${emu_jump[@]}" || return 1
+    ensure_rule nat OUTPUT first "${emu_jump[@]}" || return 1
+  else
+    for c in PREROUTING OUTPUT; do
+      while "${IPT[@]}" -t nat -D "$c" "${emu_jump[@]}" 2>/dev/null; do :; done
+    done
+    if "${IPT[@]}" -t nat -S "$EMULATION" >/dev/null 2>&1; then
+      "${IPT[@]}" -t nat -F "$EMULATION" && "${IPT[@]}" -t nat -X "$EMULATION" || return 1
+    fi
+  fi
+  iptables-restore -w 5 --noflush <"$DATA/raw" || return 1
+  ensure_rule raw PREROUTING first "${fault_jump[@]}" || return 1
+  ensure_rule raw OUTPUT first "${fault_jump[@]}" || return 1
+  ip route flush proto "$ROUTE_PROTO" || return 1
+  while read -r c; do
+    [ -z "$c" ] || ip route replace "$c/32" dev eth0 proto "$ROUTE_PROTO" || return 1
+  done <"$DATA/vips"
 }
 
 run() {
@@ -118,6 +192,9 @@ run() {
     [ -z "$out" ] || printf '%s\n' "$out"
   fi
   if [ "$mode" = nftables ]; then command -v nft >/dev/null 2>&1 || finish nft-missing; fi
+  if [ "$mode" = iptables ] || [ "$mode" = ipvs ]; then
+    if ! out=$(program_dataplane "$mode" 2>&1); then emit detail "$(tr '\n' ' ' <<<"$out")"; finish fixture-error; fi
+  fi
 
   mkdir -p "$DIR"
   : >"$DIR/server.log"
