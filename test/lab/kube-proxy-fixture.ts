@@ -64,6 +64,9 @@ const HOST_DIR = '/run/kpm-lab-kube-proxy';
 const CTL = 'kube-proxy-fixture.sh';
 const SERVER = 'kube-proxy-test-fixture.py';
 
+/** kubeadm's podSubnet as Calico and Flannel set it up, for a config.conf without clusterCIDR */
+const POD_CIDR = '10.244.0.0/16';
+
 const sq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 // ---------------------------------------------------------------------------------------------
@@ -141,6 +144,7 @@ interface Settings {
   localhostNodePorts: boolean;
   conntrackMaxPerCore: number;
   conntrackMin: number;
+  clusterCIDR: string;
 }
 
 function settings(raw: string): Settings {
@@ -163,6 +167,7 @@ function settings(raw: string): Settings {
     localhostNodePorts: obj(doc.iptables).localhostNodePorts !== false,
     conntrackMaxPerCore: num(obj(doc.conntrack).maxPerCore, 32768),
     conntrackMin: num(obj(doc.conntrack).min, 131072),
+    clusterCIDR: str(doc.clusterCIDR),
   };
 }
 
@@ -196,7 +201,7 @@ interface Dataplane {
   vips: string;
 }
 
-function dataplane(mode: string, services: LabService[], fault: 'drop' | undefined, nodeIP: string, scheduler: string): Dataplane {
+function dataplane(mode: string, services: LabService[], fault: 'drop' | undefined, nodeIP: string, scheduler: string, clusterCIDR: string): Dataplane {
   const nat: string[] = [];
   const rules: string[] = [];
   const chain = (name: string) => nat.push(`:${name} - [0:0]`);
@@ -220,6 +225,9 @@ function dataplane(mode: string, services: LabService[], fault: 'drop' | undefin
       const svcChain = `KUBE-SVC-${chainHash(name, proto)}`;
       chain(svcChain);
       if (svc.backends.length === 0) continue;
+      // Traffic not from a pod is masqueraded; that includes a node's own, sent from a ClusterIP
+      // that ipvs mode left on kube-ipvs0.
+      rules.push(`-A ${svcChain} ! -s ${clusterCIDR} -d ${svc.clusterIP}/32 -p ${proto} -m comment --comment "${name} cluster IP" -m ${proto} --dport ${svc.port} -j KUBE-MARK-MASQ`);
       rules.push(`-A KUBE-SERVICES -d ${svc.clusterIP}/32 -p ${proto} -m comment --comment "${name} cluster IP" -m ${proto} --dport ${svc.port} -j ${svcChain}`);
       if (svc.nodePort !== undefined) {
         rules.push(`-A KUBE-NODEPORTS -p ${proto} -m comment --comment "${name}" -m ${proto} --dport ${svc.nodePort} -j KUBE-MARK-MASQ`);
@@ -358,7 +366,7 @@ export function labKubeProxyRuntime(lab: Lab, nodeToHost: (node: string) => stri
     const s = settings(config.raw);
     const args = [config.mode, config.metricsBindAddress, s.healthzBindAddress, s.scheduler, service, endpoints.join(',')];
     const nodeAddress = info?.internalIP ?? lab.hosts.find((h) => h.name === host)!.address;
-    const dp = dataplane(config.mode, opts.services ?? [], opts.dataplaneFault?.(node, config.mode), nodeAddress, s.scheduler || 'rr');
+    const dp = dataplane(config.mode, opts.services ?? [], opts.dataplaneFault?.(node, config.mode), nodeAddress, s.scheduler || 'rr', s.clusterCIDR || POD_CIDR);
     const r = await serial(host, () => lab.exec(host, `${ship()} && ${shipDataplane(dp)} && exec bash "$d/${CTL}" run ${args.map(sq).join(' ')}`));
     const report = parseReport(r.stdout);
     if (r.code !== 0 || !report) {
