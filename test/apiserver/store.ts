@@ -170,6 +170,11 @@ export class Store {
     }
     o.apiVersion = old.apiVersion;
     o.kind = old.kind;
+    return this.commitModified(rt, t, key, o, old);
+  }
+
+  /** Store a changed object: a no-op write keeps its resourceVersion and sends no event, as kube-apiserver does. */
+  private commitModified(rt: ResourceType, t: Map<string, KObject>, key: string, o: KObject, old: KObject): KObject {
     if (isDeepStrictEqual(o, old)) return clone(old);
     if (rt.generation && !isDeepStrictEqual(o.spec, old.spec)) o.metadata.generation = (old.metadata.generation ?? 0) + 1;
     this.rv++;
@@ -194,13 +199,7 @@ export class Store {
     o.metadata.name = old.metadata.name;
     o.metadata.uid = old.metadata.uid;
     o.metadata.resourceVersion = old.metadata.resourceVersion;
-    if (isDeepStrictEqual(o, old)) return clone(old);
-    if (rt.generation && !isDeepStrictEqual(o.spec, old.spec)) o.metadata.generation = (old.metadata.generation ?? 0) + 1;
-    this.rv++;
-    o.metadata.resourceVersion = String(this.rv);
-    t.set(key, o);
-    this.emit(rt, 'MODIFIED', o, old);
-    return clone(o);
+    return this.commitModified(rt, t, key, o, old);
   }
 
   /** Removes an object; the DELETED event carries the deletion's resourceVersion, as etcd's does. */
