@@ -1,14 +1,14 @@
 import type { Host, ProxyMode } from '../inventory/types.ts';
-import { ipvsModules, schedulerProblem } from '../node/ipvs-requirements.ts';
+import { schedulerProblem } from '../node/ipvs-requirements.ts';
 import type { SessionPool } from '../remote/sessions.ts';
 import { unifiedDiff } from '../run/diff.ts';
 import type { StepResult, StepStatus } from '../run/results.ts';
 import { updateConfigMap, writeBackup } from './configmap-store.ts';
 import { KubeClient, KubeError, loadKubeConfig, type KubeTarget } from './kube.ts';
-import { checkSchedulerModules, editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from './kube-proxy-config.ts';
-import { parseServerVersion, preflight, type NodeMapping, type NodeReadiness } from './preflight.ts';
+import { editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from './kube-proxy-config.ts';
+import { kubeProxyNodes, parseServerVersion, preflight, type NodeMapping, type NodeReadiness } from './preflight.ts';
 import { label, resolveProbes, type ProbeRecord } from './probes.ts';
-import { recycleNode, verifyNode, type NodeRecycleResult, type RecycleSettings } from './recycle.ts';
+import { recycleNode, type NodeRecycleResult, type RecycleSettings } from './recycle.ts';
 
 // The cluster phase: preflight (also in a dry run) -> ConfigMap edit (backup first) -> serial recycle with
 // proof per node -> on the first failure, restore the ConfigMap and switch the recycled nodes back.
@@ -69,7 +69,7 @@ export function clusterWish(targets: Host[], mode: ProxyMode): { wish: ProxyWish
   }
   if (mode === 'ipvs') {
     // the scheduler written to the ConfigMap must be one whose module the node phase loads
-    const err = checkSchedulerModules(first.scheduler, ipvsModules(first)) ? schedulerProblem(first) : undefined;
+    const err = schedulerProblem(first);
     if (err) return { wish, error: err };
   }
   return { wish };
@@ -128,20 +128,20 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
     const port = svc?.spec?.ports?.find((p) => p.name === 'https')?.port ?? svc?.spec?.ports?.[0]?.port;
     if (ip && port) kubernetesService = { ip, port };
 
-    const byName = new Map(o.inventoryHosts.map((h) => [h.name, h]));
+    // Readiness is asked only of the hosts that run kube-proxy (the node phase answered for the targets).
+    const nodeMappings = kubeProxyNodes(nodes, pods, o.inventoryHosts);
     const readiness = new Map<string, NodeReadiness>();
-    const pre = preflight({
+    for (const m of nodeMappings) if (m.host) readiness.set(m.host.name, await o.readiness(m.host));
+    const checked = preflight({
       version,
       targetMode: o.targetMode,
       nodes,
       pods,
       hosts: o.inventoryHosts,
       readiness,
+      mappings: nodeMappings,
       ...(o.canary ? { canary: o.canary } : {}),
     });
-    // Readiness is asked only of the hosts that run kube-proxy (the node phase answered for the targets).
-    for (const m of pre.nodes) if (m.host) readiness.set(m.host.name, await o.readiness(byName.get(m.host.name)!));
-    const checked = preflight({ version, targetMode: o.targetMode, nodes, pods, hosts: o.inventoryHosts, readiness, ...(o.canary ? { canary: o.canary } : {}) });
     for (const w of checked.warnings) o.out(`warning: ${w}`);
     if (checked.errors.length) return fail('preflight', checked.errors.join('; '));
     mappings = checked.nodes;
@@ -241,11 +241,11 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
       const pod = items.filter((p) => !p.metadata?.deletionTimestamp).sort((a, b) => String(b.metadata?.creationTimestamp).localeCompare(String(a.metadata?.creationTimestamp)))[0];
       const session = await o.sessions.get(host);
       const { probes: _none, ...noProbes } = settings; // going back is judged by the node checks alone
+      // recycleNode verifies the node in the old mode itself (/proxyMode, the proxier line, the table)
       const r = await recycleNode({ ...noProbes, dryRun: false }, { ...m, ...(pod ? { pod } : {}) }, session, back);
-      const v = r.status === 'failed' ? undefined : await verifyNode(settings, session, back, undefined);
-      const ok = r.status !== 'failed' && v?.ok;
+      const ok = r.status !== 'failed';
       if (!ok) allBack = false;
-      record(host.name, 'rollback', ok ? 'changed' : 'failed', `${m.node}: back on ${back}: ${ok ? r.message : (v?.message ?? r.message)}`);
+      record(host.name, 'rollback', ok ? 'changed' : 'failed', `${m.node}: back on ${back}: ${r.message}`);
     } catch (e) {
       allBack = false;
       record(host.name, 'rollback', 'failed', `${m.node}: ${(e as Error).message}`);

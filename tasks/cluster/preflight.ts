@@ -59,10 +59,36 @@ export interface PreflightInput {
   readiness: Map<string, NodeReadiness>;
   /** --canary NODE: recycled first */
   canary?: string;
+  /** kubeProxyNodes(nodes, pods, hosts), when the caller already has it */
+  mappings?: NodeMapping[];
 }
 
 function internalIPs(node: V1Node): string[] {
   return (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
+}
+
+/**
+ * The nodes that run a kube-proxy pod (the newest, when the DaemonSet is mid-rollout; terminating pods
+ * do not count), each with the inventory host it is, by node name or InternalIP; `host` is absent for a
+ * node the inventory does not have.
+ */
+export function kubeProxyNodes(nodes: V1Node[], pods: V1Pod[], hosts: Host[]): NodeMapping[] {
+  const byName = new Map(hosts.map((h) => [h.name, h]));
+  const byAddress = new Map(hosts.map((h) => [h.connection.address, h]));
+  const nodeInfo = new Map(nodes.map((n) => [n.metadata!.name!, n]));
+  const podsByNode = new Map<string, V1Pod>();
+  const created = (x?: V1Pod) => Date.parse(String(x?.metadata?.creationTimestamp ?? 0)) || 0;
+  for (const p of pods) {
+    const node = p.spec?.nodeName;
+    if (!node || p.metadata?.deletionTimestamp) continue;
+    const prev = podsByNode.get(node);
+    if (!prev || created(p) > created(prev)) podsByNode.set(node, p);
+  }
+  return [...podsByNode].map(([node, pod]) => {
+    const ips = nodeInfo.has(node) ? internalIPs(nodeInfo.get(node)!) : [];
+    const host = byName.get(node) ?? ips.map((ip) => byAddress.get(ip)).find((h) => h !== undefined);
+    return { node, internalIPs: ips, pod, ...(host ? { host } : {}) };
+  });
 }
 
 export function preflight(input: PreflightInput): PreflightResult {
@@ -76,32 +102,16 @@ export function preflight(input: PreflightInput): PreflightResult {
     errors.push('--mode nftables is not supported by this version of the tool (ipvs and iptables are)');
   }
 
-  const byName = new Map(input.hosts.map((h) => [h.name, h]));
-  const byAddress = new Map(input.hosts.map((h) => [h.connection.address, h]));
-  const nodeInfo = new Map(input.nodes.map((n) => [n.metadata!.name!, n]));
-  const podsByNode = new Map<string, V1Pod>();
-  for (const p of input.pods) {
-    const node = p.spec?.nodeName;
-    if (!node || p.metadata?.deletionTimestamp) continue;
-    const prev = podsByNode.get(node);
-    const created = (x?: V1Pod) => Date.parse(String(x?.metadata?.creationTimestamp ?? 0)) || 0;
-    if (!prev || created(p) > created(prev)) podsByNode.set(node, p);
-  }
-
-  const mappings: NodeMapping[] = [];
+  const mappings = [...(input.mappings ?? kubeProxyNodes(input.nodes, input.pods, input.hosts))];
   const missing: string[] = [];
   const unready: string[] = [];
-  for (const [node, pod] of podsByNode) {
-    const ips = nodeInfo.has(node) ? internalIPs(nodeInfo.get(node)!) : [];
-    const host = byName.get(node) ?? ips.map((ip) => byAddress.get(ip)).find((h) => h !== undefined);
+  for (const { node, internalIPs: ips, host } of mappings) {
     if (!host) {
       missing.push(`${node}${ips.length ? ` (${ips.join(', ')})` : ''}`);
-      mappings.push({ node, internalIPs: ips, pod });
       continue;
     }
     const r = input.readiness.get(host.name);
     if (input.targetMode === 'ipvs' && !r?.ready) unready.push(`${node} (host ${host.name}): ${r?.reason ?? 'not checked'}`);
-    mappings.push({ node, internalIPs: ips, pod, host });
   }
   if (missing.length) {
     errors.push(
@@ -112,7 +122,7 @@ export function preflight(input: PreflightInput): PreflightResult {
   if (unready.length) {
     errors.push(`not ready for ${input.targetMode} mode, so the ConfigMap is left as it is: ${unready.join('; ')}`);
   }
-  if (podsByNode.size === 0) errors.push('no kube-proxy pod found (label k8s-app=kube-proxy): is kube-proxy a DaemonSet on this cluster?');
+  if (mappings.length === 0) errors.push('no kube-proxy pod found (label k8s-app=kube-proxy): is kube-proxy a DaemonSet on this cluster?');
 
   // Recycle order: inventory order, the canary first.
   const order = new Map(input.hosts.map((h, i) => [h.name, i]));
