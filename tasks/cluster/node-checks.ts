@@ -43,7 +43,8 @@ fi
 printf '${MARK}mode %s %s\\n' "$rc" "$(printf '%s' "$body" | base64 -w0)"
 ${
   withIpvs
-    ? `if command -v ipvsadm >/dev/null 2>&1; then out=$(ipvsadm -Ln 2>&1); printf '${MARK}ipvs %s %s\\n' "$?" "$(printf '%s' "$out" | base64 -w0)"; else printf '${MARK}ipvs 127 \\n'; fi`
+    ? `# only where kube-proxy runs ipvs: elsewhere ipvsadm would modprobe ip_vs, a change even a dry run would make
+if [ "$rc" = 0 ] && [ "$body" = ipvs ] && command -v ipvsadm >/dev/null 2>&1; then out=$(ipvsadm -Ln 2>&1); printf '${MARK}ipvs %s %s\\n' "$?" "$(printf '%s' "$out" | base64 -w0)"; else printf '${MARK}ipvs 127 \\n'; fi`
     : ''
 }
 `;

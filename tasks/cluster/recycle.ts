@@ -91,13 +91,14 @@ export async function verifyNode(
   session: RemoteSession,
   mode: ProxyMode,
   pod: V1Pod | undefined,
+  /** a read already made (with the ipvs table when mode is ipvs): not asked again when it shows the mode */
+  known?: NodeProxyState,
 ): Promise<{ ok: boolean; check?: string; message: string; state: NodeProxyState }> {
   // kube-proxy can report Ready a moment before its metrics server answers: give it a few tries.
-  let state: NodeProxyState = { mode: null };
-  for (let i = 0; i < 10; i++) {
+  let state: NodeProxyState = known ?? { mode: null };
+  for (let i = 0; i < 10 && state.mode !== mode; i++) {
+    if (i > 0) await sleep(500);
     state = await readNodeProxyState(session, s.metricsBindAddress, mode === 'ipvs');
-    if (state.mode === mode) break;
-    await sleep(500);
   }
   if (state.mode !== mode) {
     return { ok: false, check: '/proxyMode', message: `/proxyMode answers ${state.mode ?? `nothing (${state.error})`}, expected ${mode}`, state };
@@ -155,9 +156,10 @@ export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: R
 
 async function switchNode(s: RecycleSettings, m: NodeMapping, session: RemoteSession, mode: ProxyMode): Promise<NodeRecycleResult> {
   const node = m.node;
-  const before = await readNodeProxyState(session, s.metricsBindAddress, false);
+  // read with the ipvs table when ipvs is the target, so a node already there is verified from this read
+  const before = await readNodeProxyState(session, s.metricsBindAddress, mode === 'ipvs');
   if (before.mode === mode) {
-    const v = await verifyNode(s, session, mode, m.pod);
+    const v = await verifyNode(s, session, mode, m.pod, before);
     return v.ok
       ? { node, status: 'ok', message: `already runs ${mode}: ${v.message}`, deleted: false }
       : { node, status: 'failed', message: v.message, deleted: false, ...(v.check ? { failedCheck: v.check } : {}) };
