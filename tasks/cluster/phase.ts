@@ -2,7 +2,7 @@ import type { Host, ProxyMode } from '../inventory/types.ts';
 import { schedulerProblem } from '../node/ipvs-requirements.ts';
 import type { SessionPool } from '../remote/sessions.ts';
 import { unifiedDiff } from '../run/diff.ts';
-import type { StepResult, StepStatus } from '../run/results.ts';
+import { CLUSTER_ROW, stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
 import { updateConfigMap, writeBackup } from './configmap-store.ts';
 import { KubeClient, KubeError, loadKubeConfig, type KubeTarget } from './kube.ts';
 import { editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from './kube-proxy-config.ts';
@@ -13,7 +13,7 @@ import { recycleNode, type NodeRecycleResult, type RecycleSettings } from './rec
 // The cluster phase: preflight (also in a dry run) -> ConfigMap edit (backup first) -> serial recycle with
 // proof per node -> on the first failure, restore the ConfigMap and switch the recycled nodes back.
 
-export const CLUSTER = 'cluster';
+export const CLUSTER = CLUSTER_ROW;
 
 export interface ClusterPhaseOptions {
   targetMode: ProxyMode;
@@ -76,24 +76,12 @@ export function clusterWish(targets: Host[], mode: ProxyMode): { wish: ProxyWish
 }
 
 export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPhaseOutcome> {
-  const steps: StepResult[] = [];
-  let clock = Date.now();
-  const record = (host: string, name: string, status: StepStatus, message: string, diff?: string, probes?: ProbeRecord[]) => {
-    const now = Date.now();
-    const r: StepResult = {
-      host,
-      name,
-      status,
-      message,
-      ms: now - clock,
+  const { steps, record: put } = stepRecorder(o.emit);
+  const record = (host: string, name: string, status: StepStatus, message: string, diff?: string, probes?: ProbeRecord[]) =>
+    put(host, name, status, message, {
       ...(diff ? { diff } : {}),
       ...(probes ? { probes: probes.map((p) => ({ service: p.target.service, via: p.target.via, address: label(p.target).split(' ').pop()!, ...(p.before ? { before: p.before } : {}), ...(p.after ? { after: p.after } : {}) })) } : {}),
-    };
-    clock = now;
-    steps.push(r);
-    o.emit(r);
-    return r;
-  };
+    });
   let kube: KubeClient;
   try {
     kube = new KubeClient(loadKubeConfig(o.kube));

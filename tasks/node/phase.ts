@@ -1,6 +1,6 @@
 import type { Host } from '../inventory/types.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
-import type { StepResult, StepStatus } from '../run/results.ts';
+import { stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
 import { applyScript, parseApplyOutput, stepNameForFile } from './apply.ts';
 import { factsScript, parseFacts, type Facts } from './facts.ts';
 import { MANAGED_FILES, modulesToProbe } from './ipvs-requirements.ts';
@@ -29,16 +29,10 @@ function tail(text: string, n = 15): string {
 }
 
 export async function runNodePhase(host: Host, session: RemoteSession, opts: NodePhaseOptions): Promise<NodePhaseOutcome> {
-  const steps: StepResult[] = [];
-  let clock = Date.now();
-  const record = (name: string, status: StepStatus, message: string, diff?: string): StepResult => {
-    const now = Date.now();
-    const r: StepResult = { host: host.name, name, status, message, ms: now - clock, ...(diff ? { diff } : {}) };
-    clock = now;
-    steps.push(r);
-    opts.emit(r);
-    return r;
-  };
+  const recorder = stepRecorder(opts.emit);
+  const steps = recorder.steps;
+  const record = (name: string, status: StepStatus, message: string, diff?: string): StepResult =>
+    recorder.record(host.name, name, status, message, diff ? { diff } : {});
   const skipRest = (from: number, why: string) => {
     for (const name of NODE_STEPS.slice(from)) record(name, 'skipped', why);
   };

@@ -1,4 +1,4 @@
-import type { HostResult } from './results.ts';
+import { CLUSTER_ROW, type HostResult } from './results.ts';
 
 // The closing table, shaped like Ansible's PLAY RECAP so operators read it at a glance: step counts per
 // host, then what that means for the host in words.
@@ -53,7 +53,7 @@ export function formatRecap(results: HostResult[], opts: { dryRun: boolean; titl
   }
   const s = summarize(results);
   // The cluster phase's own steps sit on a `cluster` row (as Ansible's localhost): count it apart.
-  const nodes = results.filter((r) => r.host !== 'cluster').length;
+  const nodes = results.filter((r) => r.host !== CLUSTER_ROW).length;
   const rows = results.length > nodes ? `${nodes} host${nodes === 1 ? '' : 's'} + cluster` : `${s.hosts} host${s.hosts === 1 ? '' : 's'}`;
   lines.push(
     '',

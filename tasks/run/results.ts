@@ -41,3 +41,26 @@ export function hostStatusOf(steps: StepResult[], unreachable = false): HostStat
   if (steps.length > 0 && steps.every((s) => s.status === 'skipped')) return 'skipped';
   return 'ok';
 }
+
+/** The row that carries the cluster phase's own steps (as Ansible's localhost would). */
+export const CLUSTER_ROW = 'cluster';
+
+/**
+ * Records steps in order: each gets the time since the previous one, is kept, and is emitted at once.
+ * `extra` carries the optional parts (diff, probes).
+ */
+export function stepRecorder(emit: (r: StepResult) => void) {
+  const steps: StepResult[] = [];
+  let clock = Date.now();
+  const record = (host: string, name: string, status: StepStatus, message: string, extra: Pick<StepResult, 'diff' | 'probes'> = {}): StepResult => {
+    const now = Date.now();
+    const r: StepResult = { host, name, status, message, ms: now - clock };
+    if (extra.diff) r.diff = extra.diff;
+    if (extra.probes) r.probes = extra.probes;
+    clock = now;
+    steps.push(r);
+    emit(r);
+    return r;
+  };
+  return { steps, record };
+}
