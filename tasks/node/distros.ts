@@ -63,6 +63,19 @@ function checkPackages(manager: string, pkgs: string[]): void {
   }
 }
 
+/** A manager whose executable is its name and whose install is `<command> <packages>`. */
+function simpleManager(name: PackageManagerName, install: string, refresh: string): PackageManager {
+  return {
+    name,
+    command: name,
+    install: (pkgs) => {
+      checkPackages(name, pkgs);
+      return `${install} ${shWords(pkgs)}`;
+    },
+    refresh,
+  };
+}
+
 export const PACKAGE_MANAGERS: Readonly<Record<PackageManagerName, PackageManager>> = {
   apt: {
     name: 'apt',
@@ -79,33 +92,9 @@ export const PACKAGE_MANAGERS: Readonly<Record<PackageManagerName, PackageManage
     },
     refresh: 'DEBIAN_FRONTEND=noninteractive apt-get update -q',
   },
-  dnf: {
-    name: 'dnf',
-    command: 'dnf',
-    install: (pkgs) => {
-      checkPackages('dnf', pkgs);
-      return `dnf -y -q install ${shWords(pkgs)}`;
-    },
-    refresh: 'dnf -y -q makecache --refresh',
-  },
-  yum: {
-    name: 'yum',
-    command: 'yum',
-    install: (pkgs) => {
-      checkPackages('yum', pkgs);
-      return `yum -y -q install ${shWords(pkgs)}`;
-    },
-    refresh: 'yum -y -q makecache',
-  },
-  zypper: {
-    name: 'zypper',
-    command: 'zypper',
-    install: (pkgs) => {
-      checkPackages('zypper', pkgs);
-      return `zypper --non-interactive --quiet install --no-recommends ${shWords(pkgs)}`;
-    },
-    refresh: 'zypper --non-interactive --quiet refresh',
-  },
+  dnf: simpleManager('dnf', 'dnf -y -q install', 'dnf -y -q makecache --refresh'),
+  yum: simpleManager('yum', 'yum -y -q install', 'yum -y -q makecache'),
+  zypper: simpleManager('zypper', 'zypper --non-interactive --quiet install --no-recommends', 'zypper --non-interactive --quiet refresh'),
 };
 
 /** The order used when the family is unknown. */
