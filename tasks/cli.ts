@@ -88,6 +88,38 @@ export function buildCli(): Command {
     });
 
   program
+    .command('status')
+    .description("which mode runs where, really: the ConfigMap's mode, each node's kube-proxy (/proxyMode, its log), drift (restart pending), IPVS prerequisites, dataplane and the other modes' leftovers; read-only. Exit 0 consistent, 2 not, 3 some node could not be read")
+    .requiredOption('-i, --inventory <file>', 'Ansible inventory (YAML or INI)')
+    .option('-l, --limit <pattern>', 'read only these nodes over SSH (host or group names, globs, !exclude, &intersect, @retry-file)')
+    .option('--json', 'print the whole status as JSON')
+    .option('-f, --forks <n>', 'nodes read at once (default: kpm_forks, else 10)', positiveInt('--forks'))
+    .option('-K, --ask-become-pass', `prompt for the sudo password (or set ${BECOME_PASSWORD_ENV})`)
+    .option('--known-hosts <file>', 'known_hosts file (default: kpm_known_hosts_file, else ~/.ssh/known_hosts)')
+    .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
+    .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
+    .option('--namespace <ns>', "kube-proxy's namespace", 'kube-system')
+    .option('--configmap <name>', "kube-proxy's ConfigMap", 'kube-proxy')
+    .option('--config-key <key>', 'the ConfigMap key holding the KubeProxyConfiguration', 'config.conf')
+    .option('--daemonset <name>', "kube-proxy's DaemonSet", 'kube-proxy')
+    .action(async (o) => {
+      const { status } = await import('./commands/status.ts');
+      process.exitCode = await status({
+        inventory: o.inventory,
+        limit: o.limit,
+        json: !!o.json,
+        forks: o.forks,
+        becomePassword: await becomePassword(!!o.askBecomePass),
+        knownHosts: o.knownHosts,
+        kube: { ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), ...(o.context ? { context: o.context } : {}) },
+        namespace: o.namespace,
+        configMap: o.configmap,
+        configKey: o.configKey,
+        daemonSet: o.daemonset,
+      });
+    });
+
+  program
     .command('demo')
     .description('bring up 3 local test hosts (root, Linux) and the built-in test API server, run provision: dry run, real run, rerun; tear down')
     .option('--hosts <n>', 'number of test hosts', positiveInt('--hosts'), 3)

@@ -5,11 +5,13 @@ import {
   ApiException,
   AppsV1Api,
   CoreV1Api,
+  DiscoveryV1Api,
   KubeConfig,
   VersionApi,
   Watch,
   type V1ConfigMap,
   type V1DaemonSet,
+  type V1EndpointSlice,
   type V1Node,
   type V1Pod,
   type V1Service,
@@ -44,6 +46,8 @@ export interface RetryPolicy {
   /** per request */
   timeoutMs: number;
 }
+
+export const FIELD_MANAGER = 'kube-proxy-mode';
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 500, timeoutMs: 30_000 };
 
@@ -103,6 +107,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class KubeClient {
   readonly core: CoreV1Api;
   readonly apps: AppsV1Api;
+  readonly discovery: DiscoveryV1Api;
   private readonly versionApi: VersionApi;
   /** API requests sent (the report's figure for the cluster phase) */
   requests = 0;
@@ -113,6 +118,7 @@ export class KubeClient {
   ) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.apps = kc.makeApiClient(AppsV1Api);
+    this.discovery = kc.makeApiClient(DiscoveryV1Api);
     this.versionApi = kc.makeApiClient(VersionApi);
   }
 
@@ -157,7 +163,8 @@ export class KubeClient {
   replaceConfigMap(cm: V1ConfigMap): Promise<V1ConfigMap> {
     const namespace = cm.metadata!.namespace!;
     const name = cm.metadata!.name!;
-    return this.call(`ConfigMap ${namespace}/${name}`, () => this.core.replaceNamespacedConfigMap({ namespace, name, body: cm }));
+    // the field manager names this tool in managedFields, where `status` and operators see who changed it last
+    return this.call(`ConfigMap ${namespace}/${name}`, () => this.core.replaceNamespacedConfigMap({ namespace, name, body: cm, fieldManager: FIELD_MANAGER }));
   }
 
   readDaemonSet(namespace: string, name: string): Promise<V1DaemonSet> {
@@ -166,6 +173,15 @@ export class KubeClient {
 
   readService(namespace: string, name: string): Promise<V1Service> {
     return this.call(`Service ${namespace}/${name}`, () => this.core.readNamespacedService({ namespace, name }));
+  }
+
+  async listServices(): Promise<V1Service[]> {
+    return (await this.call('list services', () => this.core.listServiceForAllNamespaces({}))).items;
+  }
+
+  async listEndpointSlices(namespace: string, service: string): Promise<V1EndpointSlice[]> {
+    const labelSelector = `kubernetes.io/service-name=${service}`;
+    return (await this.call(`EndpointSlices of Service ${namespace}/${service}`, () => this.discovery.listNamespacedEndpointSlice({ namespace, labelSelector }))).items;
   }
 
   async listNodes(): Promise<V1Node[]> {
@@ -183,7 +199,7 @@ export class KubeClient {
     return this.call(`delete pod ${namespace}/${name}`, () => this.core.deleteNamespacedPod({ namespace, name }));
   }
 
-  async podLog(namespace: string, name: string, opts: { container?: string; tailLines?: number; previous?: boolean } = {}): Promise<string> {
+  async podLog(namespace: string, name: string, opts: { container?: string; tailLines?: number; previous?: boolean; limitBytes?: number } = {}): Promise<string> {
     return this.call(`log of pod ${namespace}/${name}`, () =>
       this.core.readNamespacedPodLog({
         namespace,
@@ -191,6 +207,7 @@ export class KubeClient {
         ...(opts.container ? { container: opts.container } : {}),
         ...(opts.tailLines ? { tailLines: opts.tailLines } : {}),
         ...(opts.previous ? { previous: true } : {}),
+        ...(opts.limitBytes ? { limitBytes: opts.limitBytes } : {}),
       }),
     );
   }

@@ -4,6 +4,7 @@ import type { SessionPool } from '../remote/sessions.ts';
 import { unifiedDiff } from '../run/diff.ts';
 import { CLUSTER_ROW, stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
 import { updateConfigMap, writeBackup } from './configmap-store.ts';
+import { lastChange, podInfo } from './node-status.ts';
 import { KubeClient, KubeError, loadKubeConfig, type KubeTarget } from './kube.ts';
 import { editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from './kube-proxy-config.ts';
 import { kubeProxyNodes, parseServerVersion, preflight, type NodeMapping, type NodeReadiness } from './preflight.ts';
@@ -150,10 +151,19 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
   const edited = editConfigMapData(original.data ?? {}, wish.wish, o.configKey);
   const cmName = `${o.namespace}/${o.configMap}`;
   let backup: string | undefined;
+  // Which pods run an older configuration (recycled even when their mode is right, see RecycleSettings):
+  // after this run's write, every pod listed before it; otherwise those started before the last change.
+  const lastChanged = lastChange(original.metadata);
+  let olderConfig: RecycleSettings['olderConfig'] = (pod) => {
+    const started = podInfo(pod).startedAt;
+    return started && lastChanged && Date.parse(started) < Date.parse(lastChanged) ? `started ${started}, before the ConfigMap's last change ${lastChanged}` : undefined;
+  };
+  const changedNow: RecycleSettings['olderConfig'] = () => `started before this run ${o.dryRun ? 'would change' : 'changed'} the ConfigMap`;
   if (!edited.changed) {
     record(CLUSTER, 'configmap', 'ok', `${cmName} already says mode ${o.targetMode === 'iptables' && currentMode === 'iptables' ? currentMode : o.targetMode}: no write`);
   } else if (o.dryRun) {
     record(CLUSTER, 'configmap', 'changed', `would update ${cmName}: ${edited.changes.join(', ')}`, unifiedDiff(`${cmName} ${o.configKey}`, original.data![o.configKey]!, edited.data[o.configKey]!));
+    olderConfig = changedNow;
   } else {
     backup = writeBackup(o.backupDir, original);
     o.out(`ConfigMap ${cmName} saved to ${backup} before the change`);
@@ -162,6 +172,7 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
         const e = editConfigMapData(data, wish.wish, o.configKey);
         return e.changed ? e.data : null;
       });
+      if (w.written) olderConfig = changedNow;
       record(CLUSTER, 'configmap', w.written ? 'changed' : 'ok', `${w.written ? 'updated' : 'already up to date:'} ${cmName}: ${edited.changes.join(', ')}${w.conflicts ? ` (merged with ${w.conflicts} concurrent change${w.conflicts > 1 ? 's' : ''})` : ''}`, unifiedDiff(`${cmName} ${o.configKey}`, original.data![o.configKey]!, edited.data[o.configKey]!));
     } catch (e) {
       return { ...fail('configmap', (e as Error).message), backup };
@@ -178,6 +189,7 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
     podTimeoutMs: o.podTimeoutMs,
     ...(kubernetesService ? { kubernetesService } : {}),
     dryRun: o.dryRun,
+    olderConfig,
     probes: async (m) => {
       const r = await resolveProbes(kube, probeSpecs, m.internalIPs[0] ?? m.host?.connection.address);
       for (const p of r.problems) if (!probeProblems.has(p)) (probeProblems.add(p), o.out(`warning: probe: ${p}`));
@@ -217,6 +229,8 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
       data[o.configKey] === original.data![o.configKey] ? null : { ...data, [o.configKey]: original.data![o.configKey]! },
     );
     record(CLUSTER, 'rollback', w.written ? 'changed' : 'ok', `restored ${cmName} from ${backup}`);
+    // the switched nodes' pods started under the configuration being undone
+    settings.olderConfig = () => 'started under the configuration being rolled back';
   } catch (e) {
     record(CLUSTER, 'rollback', 'failed', `could not restore ${cmName}: ${(e as Error).message}; restore it from ${backup}`);
     return { ok: false, rolledBack: false, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };

@@ -24,6 +24,12 @@ export interface RecycleSettings {
   dryRun: boolean;
   /** the Services to probe through this node, before and after its switch */
   probes?: (m: NodeMapping) => Promise<ProbeTarget[]>;
+  /**
+   * Why a pod runs an older configuration than the ConfigMap's (undefined: it does not). Such a pod is
+   * recycled even when its mode is already the target one: a changed scheduler or strictARP takes
+   * effect only in a new pod.
+   */
+  olderConfig?: (pod: V1Pod) => string | undefined;
 }
 
 export interface NodeRecycleResult {
@@ -158,7 +164,8 @@ async function switchNode(s: RecycleSettings, m: NodeMapping, session: RemoteSes
   const node = m.node;
   // read with the ipvs table when ipvs is the target, so a node already there is verified from this read
   const before = await readNodeProxyState(session, s.metricsBindAddress, mode === 'ipvs');
-  if (before.mode === mode) {
+  const stale = m.pod ? s.olderConfig?.(m.pod) : undefined;
+  if (before.mode === mode && !stale) {
     const v = await verifyNode(s, session, mode, m.pod, before);
     return v.ok
       ? { node, status: 'ok', message: `already runs ${mode}: ${v.message}`, deleted: false }
@@ -167,7 +174,12 @@ async function switchNode(s: RecycleSettings, m: NodeMapping, session: RemoteSes
   const pod = m.pod;
   if (!pod) return { node, status: 'failed', message: 'no kube-proxy pod on this node', deleted: false };
   const name = pod.metadata!.name!;
-  const now = before.mode ? `runs ${before.mode}` : `/proxyMode did not answer (${before.error})`;
+  const now =
+    before.mode === mode
+      ? `runs ${mode} but ${stale}`
+      : before.mode
+        ? `runs ${before.mode}`
+        : `/proxyMode did not answer (${before.error})`;
   if (s.dryRun) return { node, status: 'changed', message: `would delete pod ${name} (${now}) and wait for its replacement in ${mode} mode`, deleted: false };
 
   await waitOthersReady(s, node, s.podTimeoutMs);
@@ -213,5 +225,5 @@ async function switchNode(s: RecycleSettings, m: NodeMapping, session: RemoteSes
     const logTail = await tailLog(s, outcome.pod);
     return { node, status: 'failed', message: `pod ${newName}: ${v.message}`, deleted: true, ...(v.check ? { failedCheck: v.check } : {}), ...(logTail ? { logTail } : {}) };
   }
-  return { node, status: 'changed', message: `pod ${name} replaced by ${newName}, verified: ${v.message}`, deleted: true };
+  return { node, status: 'changed', message: `pod ${name} (${now}) replaced by ${newName}, verified: ${v.message}`, deleted: true };
 }

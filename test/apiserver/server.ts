@@ -117,6 +117,11 @@ function sendText(res: ServerResponse, code: number, text: string): void {
   res.end(buf);
 }
 
+/** Who writes, as kube-apiserver names a field manager: ?fieldManager=, else the User-Agent up to its first '/'. */
+function managerOf(req: IncomingMessage, q: Record<string, string>): string {
+  return q.fieldManager || String(req.headers['user-agent'] ?? 'unknown').split('/')[0] || 'unknown';
+}
+
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -233,7 +238,7 @@ export async function startTestApiServer(opts: TestApiServerOptions): Promise<Te
   const created = timestamp(new Date(Date.now() - 3 * 24 * 3600 * 1000));
   for (const ns of ['default', 'kube-node-lease', 'kube-public', 'kube-system']) store.create('namespaces', { ...namespaceObject(ns), metadata: { ...namespaceObject(ns).metadata, creationTimestamp: created } });
   nodes.forEach((n, i) => store.create('nodes', nodeObject(n, i, version, created)));
-  store.create('configmaps', kubeProxyConfigMap(opts.configConf ?? kubeadmProxyConfig(), `https://${controlPlaneIPs[0] ?? nodes[0]!.internalIP}:6443`, created));
+  store.create('configmaps', kubeProxyConfigMap(opts.configConf ?? kubeadmProxyConfig(), `https://${controlPlaneIPs[0] ?? nodes[0]!.internalIP}:6443`, created), 'kubeadm');
   store.create('services', kubernetesService(created));
   store.create('endpoints', kubernetesEndpoints(controlPlaneIPs, created));
   store.create('endpointslices', kubernetesEndpointSlice(controlPlaneIPs, created));
@@ -380,7 +385,7 @@ export async function startTestApiServer(opts: TestApiServerOptions): Promise<Te
   }
 
   /** PUT and PATCH end here: the written object, checked against the stored one's resourceVersion */
-  function write(rt: ResourceType, o: KObject, dryRun: boolean): KObject {
+  function write(rt: ResourceType, o: KObject, dryRun: boolean, manager: string): KObject {
     validate(rt, o);
     if (dryRun) {
       const cur = store.get(rt, o.metadata.namespace, o.metadata.name);
@@ -389,7 +394,7 @@ export async function startTestApiServer(opts: TestApiServerOptions): Promise<Te
       if (want && want !== cur.metadata.resourceVersion) throw errors.conflict(rt, o.metadata.name);
       return { ...o, metadata: { ...cur.metadata, ...o.metadata, resourceVersion: cur.metadata.resourceVersion } };
     }
-    return store.update(rt, o, { keepStatus: rt.statusSubresource === true });
+    return store.update(rt, o, { keepStatus: rt.statusSubresource === true, manager });
   }
 
   async function route(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, body: unknown): Promise<void> {
@@ -550,14 +555,14 @@ export async function startTestApiServer(opts: TestApiServerOptions): Promise<Te
           if (store.get(rt, ns, o.metadata.name)) throw errors.alreadyExists(rt, o.metadata.name);
           return sendJson(res, 201, { ...o, metadata: { ...o.metadata, uid: randomUUID(), creationTimestamp: timestamp() } });
         }
-        const made = store.create(rt, o);
+        const made = store.create(rt, o, managerOf(req, q));
         events.push({ t: now(), type: `${rt.singular}-created`, detail: `${ns ? `${ns}/` : ''}${made.metadata.name}` });
         return sendJson(res, 201, made);
       }
       case 'update': {
         const dryRun = dryRunOf(q);
         const o = incoming(rt, body, ns, name);
-        const out = write(rt, o, dryRun);
+        const out = write(rt, o, dryRun, managerOf(req, q));
         if (!dryRun && rt.kind !== 'ConfigMap') events.push({ t: now(), type: `${rt.singular}-updated`, detail: `${ns ? `${ns}/` : ''}${name}` });
         return sendJson(res, 200, out);
       }
@@ -575,7 +580,7 @@ export async function startTestApiServer(opts: TestApiServerOptions): Promise<Te
         const o = incoming(rt, patched, ns, name);
         // a resourceVersion in the patch is a precondition: it must still be the stored one
         if (o.metadata.resourceVersion !== cur.metadata.resourceVersion) throw errors.conflict(rt, name!);
-        const out = write(rt, o, dryRun);
+        const out = write(rt, o, dryRun, managerOf(req, q));
         if (!dryRun && rt.kind !== 'ConfigMap') events.push({ t: now(), type: `${rt.singular}-patched`, detail: `${ns ? `${ns}/` : ''}${name}` });
         return sendJson(res, 200, out);
       }

@@ -117,7 +117,7 @@ export class Store {
   }
 
   /** Adds an object; fills uid, creationTimestamp, resourceVersion (and generation where kept). */
-  create(resource: string | ResourceType, obj: KObject): KObject {
+  create(resource: string | ResourceType, obj: KObject, manager?: string): KObject {
     const rt = typeof resource === 'string' ? resolveResource(resource) : resource;
     const t = this.table(rt);
     const o = clone(obj);
@@ -130,6 +130,8 @@ export class Store {
     o.metadata.creationTimestamp ??= timestamp();
     if (rt.generation) o.metadata.generation = 1;
     else delete o.metadata.generation;
+    if (manager) o.metadata.managedFields = stampManager(undefined, manager, o.apiVersion ?? 'v1', o.metadata.creationTimestamp);
+    else delete o.metadata.managedFields;
     delete o.metadata.deletionTimestamp;
     delete o.metadata.deletionGracePeriodSeconds;
     t.set(key, o);
@@ -141,7 +143,7 @@ export class Store {
    * Replaces an object. A non-empty `metadata.resourceVersion` in `obj` must equal the stored one (else
    * 409 Conflict); identity fields are kept from the stored object.
    */
-  update(resource: string | ResourceType, obj: KObject, opts: { keepStatus?: boolean } = {}): KObject {
+  update(resource: string | ResourceType, obj: KObject, opts: { keepStatus?: boolean; manager?: string } = {}): KObject {
     const rt = typeof resource === 'string' ? resolveResource(resource) : resource;
     const t = this.table(rt);
     const namespace = rt.namespaced ? obj.metadata.namespace : undefined;
@@ -170,12 +172,17 @@ export class Store {
     }
     o.apiVersion = old.apiVersion;
     o.kind = old.kind;
-    return this.commitModified(rt, t, key, o, old);
+    // The client cannot set managedFields by hand here; the server keeps them, as kube-apiserver does.
+    if (old.metadata.managedFields === undefined) delete o.metadata.managedFields;
+    else o.metadata.managedFields = clone(old.metadata.managedFields);
+    return this.commitModified(rt, t, key, o, old, opts.manager);
   }
 
   /** Store a changed object: a no-op write keeps its resourceVersion and sends no event, as kube-apiserver does. */
-  private commitModified(rt: ResourceType, t: Map<string, KObject>, key: string, o: KObject, old: KObject): KObject {
+  private commitModified(rt: ResourceType, t: Map<string, KObject>, key: string, o: KObject, old: KObject, manager?: string): KObject {
     if (isDeepStrictEqual(o, old)) return clone(old);
+    // Like kube-apiserver: a real change stamps the writer's managedFields entry with the time of the change.
+    if (manager) o.metadata.managedFields = stampManager(o.metadata.managedFields, manager, o.apiVersion ?? 'v1');
     if (rt.generation && !isDeepStrictEqual(o.spec, old.spec)) o.metadata.generation = (old.metadata.generation ?? 0) + 1;
     this.rv++;
     o.metadata.resourceVersion = String(this.rv);
@@ -234,4 +241,19 @@ export class Store {
     for (const rt of RESOURCES) this.windowStart.set(keyOf(rt), this.rv);
     this.history.clear();
   }
+}
+
+export interface ManagedFieldsEntry {
+  manager: string;
+  operation: 'Update';
+  apiVersion: string;
+  time: string;
+  fieldsType: 'FieldsV1';
+  fieldsV1: Record<string, unknown>;
+}
+
+/** The manager's entry, (re)stamped now; the other managers' entries stay as they were. */
+function stampManager(entries: unknown, manager: string, apiVersion: string, time = timestamp()): ManagedFieldsEntry[] {
+  const list = Array.isArray(entries) ? (entries as ManagedFieldsEntry[]).filter((e) => e.manager !== manager) : [];
+  return [...list, { manager, operation: 'Update', apiVersion, time, fieldsType: 'FieldsV1', fieldsV1: {} }];
 }

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
-import { runClusterPhase, type ClusterPhaseOptions } from '../../tasks/cluster/phase.ts';
+import { editConfigMapData } from '../../tasks/cluster/kube-proxy-config.ts';
+import { clusterWish, runClusterPhase, type ClusterPhaseOptions } from '../../tasks/cluster/phase.ts';
 import { parseInventoryText } from '../../tasks/inventory/load.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
 import type { SessionPool } from '../../tasks/remote/sessions.ts';
@@ -132,6 +133,41 @@ describe('cluster phase against the test API server', () => {
     expect(back.outcome.ok).toBe(true);
     expect(configConf()).toMatch(/^mode: "iptables"$/m);
     expect(['node1', 'node2', 'node3'].map(modeOf)).toEqual(['iptables', 'iptables', 'iptables']);
+  });
+
+  test('a changed setting (scheduler) recycles nodes already in ipvs: the new configuration only takes effect in new pods', async () => {
+    const { modeOf, runtime } = await setup();
+    expect((await run({ modeOf })).outcome.ok).toBe(true);
+    const starts = runtime.starts.length;
+    const hosts = inventory('    kube_proxy_scheduler: wrr\n');
+    const { outcome, steps } = await run({ modeOf, inventoryHosts: hosts, targets: hosts });
+    expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
+    expect(configConf()).toMatch(/^\s+scheduler: "?wrr"?$/m);
+    const kp = steps.filter((s) => s.name === 'kube-proxy');
+    expect(kp.map((s) => s.status)).toEqual(['changed', 'changed', 'changed']);
+    expect(kp[0]!.message).toMatch(/\(runs ipvs but started before this run changed the ConfigMap\) replaced by/);
+    expect(runtime.starts.length).toBe(starts + 3);
+    expect(maxUnavailable()).toBe(1);
+
+    // a rerun finds every pod started after that change: nothing to do
+    const again = await run({ modeOf, inventoryHosts: hosts, targets: hosts });
+    expect(again.steps.filter((s) => s.name === 'kube-proxy').map((s) => s.status)).toEqual(['ok', 'ok', 'ok']);
+    expect(runtime.starts.length).toBe(starts + 3);
+  });
+
+  test('a rerun after a run that stopped right after its ConfigMap write recycles the pods started before that write', async () => {
+    const { modeOf, runtime } = await setup();
+    // the run "stops" after the write: what a SIGKILL between the write and the first recycle leaves
+    server!.store.mutate('configmaps', 'kube-system', 'kube-proxy', (cm) => {
+      const data = (cm as unknown as { data: Record<string, string> }).data;
+      Object.assign(data, editConfigMapData(data, clusterWish(inventory(), 'ipvs').wish, 'config.conf').data);
+      cm.metadata.managedFields = [{ manager: 'kube-proxy-mode', operation: 'Update', apiVersion: 'v1', time: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'), fieldsType: 'FieldsV1', fieldsV1: {} }];
+    });
+    const { outcome, steps } = await run({ modeOf });
+    expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
+    expect(steps.find((s) => s.name === 'configmap')!.message).toMatch(/already says mode ipvs: no write/);
+    expect(steps.filter((s) => s.name === 'kube-proxy').map((s) => s.status)).toEqual(['changed', 'changed', 'changed']);
+    expect(runtime.starts.filter((s) => s.mode === 'ipvs')).toHaveLength(3);
   });
 
   test('dry run: no write reaches the API; the diff and the recycle order are shown', async () => {
