@@ -1,0 +1,378 @@
+import { joinHostPort } from '../tasks/dataplane/addresses.ts';
+import { servicePortChainName, servicePortEndpointChainName, servicePortName } from '../tasks/dataplane/chain-names.ts';
+import { iptablesProbability } from '../tasks/dataplane/shares.ts';
+
+// Dumps as kube-proxy leaves them on a node, for Services described here: `iptables-save` (or
+// `ip6tables-save`) in the rule shapes of kube-proxy 1.20 (masquerade jumps in KUBE-SERVICES,
+// KUBE-XLB for externalTrafficPolicy Local, KUBE-FW for every load-balancer IP) and 1.28 (masquerade
+// in the KUBE-SVC chain, KUBE-EXT / KUBE-SVL, KUBE-FW only with loadBalancerSourceRanges, "-> ip:port"
+// comments), and `ipvsadm -Ln` / `--stats` / `-Sn` for the same Services. Chain names are kube-proxy's
+// own hashes, and the rules are written in the normalised order iptables-save prints them in.
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+
+export interface GenEndpoint {
+  ip: string;
+  port: number;
+  /** on the node the dump is from (externalTrafficPolicy Local keeps only these) */
+  local?: boolean;
+}
+
+export interface GenPort {
+  /** "" for an unnamed port */
+  name: string;
+  port: number;
+  protocol: Protocol;
+  nodePort?: number;
+  endpoints: GenEndpoint[];
+}
+
+export interface GenService {
+  namespace: string;
+  name: string;
+  clusterIP: string;
+  ports: GenPort[];
+  externalIPs?: string[];
+  loadBalancerIPs?: string[];
+  loadBalancerSourceRanges?: string[];
+  externalTrafficPolicy?: 'Cluster' | 'Local';
+  /** sessionAffinity ClientIP with this timeout */
+  affinitySeconds?: number;
+}
+
+export interface IptablesGenOptions {
+  style: '1.20' | '1.28';
+  family: 'ipv4' | 'ipv6';
+  /** the pod CIDR kube-proxy's local detector uses ("! -s <cidr>") */
+  clusterCIDR: string;
+  /** iptables-save -c */
+  counters?: boolean;
+  /** iptables-nft-save, with its legacy-tables warning */
+  nft?: boolean;
+  /** decimals kube-proxy formats probabilities with */
+  probabilityDigits?: number;
+}
+
+const DATE = 'Mon Jan 15 09:30:00 2024';
+
+class Table {
+  private readonly chains = new Map<string, string[]>();
+  constructor(
+    readonly name: string,
+    private readonly builtins: string[],
+  ) {
+    for (const b of builtins) this.chains.set(b, []);
+  }
+  chain(name: string): void {
+    if (!this.chains.has(name)) this.chains.set(name, []);
+  }
+  rule(chain: string, text: string): void {
+    this.chain(chain);
+    this.chains.get(chain)!.push(`-A ${chain} ${text}`);
+  }
+  render(counters: boolean): string[] {
+    const user = [...this.chains.keys()].filter((c) => !this.builtins.includes(c)).sort();
+    const order = [...this.builtins, ...user];
+    const out = [`*${this.name}`];
+    for (const c of this.builtins) out.push(`:${c} ACCEPT [0:0]`);
+    for (const c of user) out.push(`:${c} - [0:0]`);
+    let n = 0;
+    for (const c of order) for (const r of this.chains.get(c)!) out.push(counters ? `[${(n * 7) % 13}:${(n++ * 7 % 13) * 60}] ${r}` : r);
+    out.push('COMMIT');
+    return out;
+  }
+}
+
+const hostCidr = (ip: string) => (ip.includes(':') ? `${ip}/128` : `${ip}/32`);
+const comment = (text: string) => `-m comment --comment "${text}"`;
+
+/** The endpoint chains and the share rules of one policy chain, as kube-proxy writes them. */
+function balance(
+  nat: Table,
+  chain: string,
+  spn: string,
+  proto: string,
+  eps: GenEndpoint[],
+  o: IptablesGenOptions,
+  affinity: number | undefined,
+  mask: string,
+  commentOf: (ep: string, i: number, affinityRule: boolean) => string,
+): void {
+  const sep = (ep: GenEndpoint) => servicePortEndpointChainName(spn, proto, joinHostPort(ep.ip, ep.port));
+  if (affinity !== undefined) {
+    eps.forEach((ep, i) => {
+      const s = sep(ep);
+      nat.rule(chain, `${comment(commentOf(joinHostPort(ep.ip, ep.port), i, true))} -m recent --rcheck --seconds ${affinity} --reap --name ${s} --mask ${mask} --rsource -j ${s}`);
+    });
+  }
+  eps.forEach((ep, i) => {
+    const stat = i < eps.length - 1 ? ` -m statistic --mode random --probability ${iptablesProbability(eps.length - i, o.probabilityDigits)}` : '';
+    nat.rule(chain, `${comment(commentOf(joinHostPort(ep.ip, ep.port), i, false))}${stat} -j ${sep(ep)}`);
+  });
+}
+
+function endpointChains(nat: Table, spn: string, proto: string, eps: GenEndpoint[], affinity: number | undefined, mask: string): void {
+  for (const ep of eps) {
+    const address = joinHostPort(ep.ip, ep.port);
+    const s = servicePortEndpointChainName(spn, proto, address);
+    nat.chain(s);
+    nat.rule(s, `-s ${hostCidr(ep.ip)} ${comment(spn)} -j KUBE-MARK-MASQ`);
+    const recent = affinity === undefined ? '' : ` -m recent --set --name ${s} --mask ${mask} --rsource`;
+    nat.rule(s, `-p ${proto} ${comment(spn)}${recent} -m ${proto} -j DNAT --to-destination ${address}`);
+  }
+}
+
+/** `iptables-save` (ip6tables-save for ipv6) of a node running kube-proxy in iptables mode. */
+export function kubeProxyIptablesSave(services: readonly GenService[], o: IptablesGenOptions): string {
+  const v6 = o.family === 'ipv6';
+  const mask = v6 ? 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff' : '255.255.255.255';
+  const reject = `REJECT --reject-with ${v6 ? 'icmp6-port-unreachable' : 'icmp-port-unreachable'}`;
+  const nat = new Table('nat', ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING']);
+  const filter = new Table('filter', ['INPUT', 'FORWARD', 'OUTPUT']);
+  nat.rule('PREROUTING', `${comment('kubernetes service portals')} -j KUBE-SERVICES`);
+  nat.rule('OUTPUT', `${comment('kubernetes service portals')} -j KUBE-SERVICES`);
+  nat.rule('POSTROUTING', `${comment('kubernetes postrouting rules')} -j KUBE-POSTROUTING`);
+  nat.rule('KUBE-MARK-MASQ', '-j MARK --set-xmark 0x4000/0x4000');
+  nat.rule('KUBE-POSTROUTING', '-m mark ! --mark 0x4000/0x4000 -j RETURN');
+  nat.rule('KUBE-POSTROUTING', '-j MARK --set-xmark 0x4000/0x0');
+  nat.rule('KUBE-POSTROUTING', `${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully`);
+  nat.chain('KUBE-NODEPORTS');
+  if (o.style === '1.20') nat.rule('KUBE-MARK-DROP', '-j MARK --set-xmark 0x8000/0x8000');
+  filter.rule('INPUT', `-m conntrack --ctstate NEW ${comment('kubernetes externally-visible service portals')} -j KUBE-EXTERNAL-SERVICES`);
+  filter.rule('FORWARD', `-m conntrack --ctstate NEW ${comment('kubernetes service portals')} -j KUBE-SERVICES`);
+  filter.rule('OUTPUT', `-m conntrack --ctstate NEW ${comment('kubernetes service portals')} -j KUBE-SERVICES`);
+  filter.chain('KUBE-SERVICES');
+  filter.chain('KUBE-EXTERNAL-SERVICES');
+  if (o.style === '1.28') filter.chain('KUBE-PROXY-FIREWALL');
+
+  for (const svc of services) {
+    for (const p of svc.ports) {
+      const spn = servicePortName(svc.namespace, svc.name, p.name);
+      const proto = p.protocol.toLowerCase();
+      const local = svc.externalTrafficPolicy === 'Local';
+      const eps = p.endpoints;
+      const localEps = eps.filter((e) => e.local);
+      const has = eps.length > 0;
+      const svcChain = servicePortChainName(spn, proto, 'KUBE-SVC-');
+      const dport = (port: number) => `-m ${proto} --dport ${port}`;
+      const to = (ip: string) => `-d ${hostCidr(ip)} -p ${proto}`;
+      const lbIPs = svc.loadBalancerIPs ?? [];
+      const extIPs = svc.externalIPs ?? [];
+      const ranges = svc.loadBalancerSourceRanges ?? [];
+      if (!has) {
+        filter.rule('KUBE-SERVICES', `${to(svc.clusterIP)} ${comment(`${spn} has no endpoints`)} ${dport(p.port)} -j ${reject}`);
+        for (const ip of [...extIPs, ...lbIPs]) filter.rule('KUBE-EXTERNAL-SERVICES', `${to(ip)} ${comment(`${spn} has no endpoints`)} ${dport(p.port)} -j ${reject}`);
+        if (p.nodePort) filter.rule('KUBE-EXTERNAL-SERVICES', `-p ${proto} ${comment(`${spn} has no endpoints`)} -m addrtype --dst-type LOCAL ${dport(p.nodePort)} -j ${reject}`);
+        continue;
+      }
+      if (o.style === '1.20') {
+        const xlb = servicePortChainName(spn, proto, 'KUBE-XLB-');
+        const fw = servicePortChainName(spn, proto, 'KUBE-FW-');
+        const cip = `${comment(`${spn} cluster IP`)} ${dport(p.port)}`;
+        nat.rule('KUBE-SERVICES', `! -s ${o.clusterCIDR} ${to(svc.clusterIP)} ${cip} -j KUBE-MARK-MASQ`);
+        nat.rule('KUBE-SERVICES', `${to(svc.clusterIP)} ${cip} -j ${svcChain}`);
+        for (const ip of extIPs) {
+          const eip = `${comment(`${spn} external IP`)} ${dport(p.port)}`;
+          if (!local) nat.rule('KUBE-SERVICES', `! -s ${o.clusterCIDR} ${to(ip)} ${eip} -j KUBE-MARK-MASQ`);
+          nat.rule('KUBE-SERVICES', `${to(ip)} ${eip} -j ${local ? xlb : svcChain}`);
+        }
+        for (const ip of lbIPs) {
+          nat.rule('KUBE-SERVICES', `${to(ip)} ${comment(`${spn} loadbalancer IP`)} ${dport(p.port)} -j ${fw}`);
+        }
+        if (lbIPs.length) {
+          const c = comment(`${spn} loadbalancer IP`);
+          if (!local) nat.rule(fw, `${c} -j KUBE-MARK-MASQ`);
+          const chosen = local ? xlb : svcChain;
+          if (ranges.length === 0) nat.rule(fw, `${c} -j ${chosen}`);
+          for (const r of ranges) nat.rule(fw, `-s ${r} ${c} -j ${chosen}`);
+          nat.rule(fw, `${c} -j KUBE-MARK-DROP`);
+        }
+        if (p.nodePort) {
+          const np = `-p ${proto} ${comment(spn)} ${dport(p.nodePort)}`;
+          if (!local) {
+            nat.rule('KUBE-NODEPORTS', `${np} -j KUBE-MARK-MASQ`);
+            nat.rule('KUBE-NODEPORTS', `${np} -j ${svcChain}`);
+          } else {
+            nat.rule('KUBE-NODEPORTS', `-s ${v6 ? '::1/128' : '127.0.0.0/8'} ${np} -j KUBE-MARK-MASQ`);
+            nat.rule('KUBE-NODEPORTS', `${np} -j ${xlb}`);
+          }
+        }
+        endpointChains(nat, spn, proto, eps, svc.affinitySeconds, mask);
+        nat.chain(svcChain);
+        balance(nat, svcChain, spn, proto, eps, o, svc.affinitySeconds, mask, () => spn);
+        if (local && (p.nodePort || extIPs.length || lbIPs.length)) {
+          nat.rule(xlb, `-s ${o.clusterCIDR} ${comment('Redirect pods trying to reach external loadbalancer VIP to clusterIP')} -j ${svcChain}`);
+          nat.rule(xlb, `${comment(`masquerade LOCAL traffic for ${spn} LB IP`)} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ`);
+          nat.rule(xlb, `${comment(`route LOCAL traffic for ${spn} LB IP to service chain`)} -m addrtype --src-type LOCAL -j ${svcChain}`);
+          if (localEps.length === 0) nat.rule(xlb, `${comment(`${spn} has no local endpoints`)} -j KUBE-MARK-DROP`);
+          else balance(nat, xlb, spn, proto, localEps, o, svc.affinitySeconds, mask, (_ep, i, affinityRule) => (affinityRule ? spn : `Balancing rule ${i} for ${spn}`));
+        }
+        continue;
+      }
+      // 1.28
+      const ext = servicePortChainName(spn, proto, 'KUBE-EXT-');
+      const svl = servicePortChainName(spn, proto, 'KUBE-SVL-');
+      const fw = servicePortChainName(spn, proto, 'KUBE-FW-');
+      const externally = extIPs.length > 0 || lbIPs.length > 0 || p.nodePort !== undefined;
+      const hasExternal = !local || localEps.length > 0;
+      const usesFw = lbIPs.length > 0 && ranges.length > 0;
+      nat.rule('KUBE-SERVICES', `${to(svc.clusterIP)} ${comment(`${spn} cluster IP`)} ${dport(p.port)} -j ${svcChain}`);
+      for (const ip of extIPs) nat.rule('KUBE-SERVICES', `${to(ip)} ${comment(`${spn} external IP`)} ${dport(p.port)} -j ${ext}`);
+      for (const ip of lbIPs) {
+        nat.rule('KUBE-SERVICES', `${to(ip)} ${comment(`${spn} loadbalancer IP`)} ${dport(p.port)} -j ${usesFw ? fw : ext}`);
+        if (usesFw) filter.rule('KUBE-PROXY-FIREWALL', `${to(ip)} ${comment(`${spn} traffic not accepted by ${fw}`)} ${dport(p.port)} -j DROP`);
+      }
+      if (p.nodePort) nat.rule('KUBE-NODEPORTS', `-p ${proto} ${comment(spn)} ${dport(p.nodePort)} -j ${ext}`);
+      if (!hasExternal) {
+        const c = comment(`${spn} has no local endpoints`);
+        for (const ip of [...extIPs, ...lbIPs]) filter.rule('KUBE-EXTERNAL-SERVICES', `${to(ip)} ${c} ${dport(p.port)} -j DROP`);
+        if (p.nodePort) filter.rule('KUBE-EXTERNAL-SERVICES', `-p ${proto} ${c} -m addrtype --dst-type LOCAL ${dport(p.nodePort)} -j DROP`);
+      }
+      nat.chain(svcChain);
+      nat.rule(svcChain, `! -s ${o.clusterCIDR} ${to(svc.clusterIP)} ${comment(`${spn} cluster IP`)} ${dport(p.port)} -j KUBE-MARK-MASQ`);
+      if (externally) {
+        nat.chain(ext);
+        if (!local) {
+          nat.rule(ext, `${comment(`masquerade traffic for ${spn} external destinations`)} -j KUBE-MARK-MASQ`);
+        } else {
+          nat.rule(ext, `-s ${o.clusterCIDR} ${comment(`pod traffic for ${spn} external destinations`)} -j ${svcChain}`);
+          nat.rule(ext, `${comment(`masquerade LOCAL traffic for ${spn} external destinations`)} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ`);
+          nat.rule(ext, `${comment(`route LOCAL traffic for ${spn} external destinations`)} -m addrtype --src-type LOCAL -j ${svcChain}`);
+        }
+        if (hasExternal) nat.rule(ext, `-j ${local ? svl : svcChain}`);
+      }
+      if (usesFw) {
+        for (const r of ranges) nat.rule(fw, `-s ${r} ${comment(`${spn} loadbalancer IP`)} -j ${ext}`);
+        nat.rule(fw, comment(`other traffic to ${spn} will be dropped by KUBE-PROXY-FIREWALL`));
+      }
+      const arrow = (ep: string) => `${spn} -> ${ep}`;
+      balance(nat, svcChain, spn, proto, eps, o, svc.affinitySeconds, mask, arrow);
+      if (local && externally && localEps.length > 0) {
+        nat.chain(svl);
+        balance(nat, svl, spn, proto, localEps, o, svc.affinitySeconds, mask, arrow);
+      }
+      endpointChains(nat, spn, proto, eps, svc.affinitySeconds, mask);
+    }
+  }
+  nat.rule('KUBE-SERVICES', `${comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`);
+
+  const tool = `${v6 ? 'ip6tables' : 'iptables'}${o.nft ? '-nft' : ''}-save`;
+  const lines: string[] = [];
+  for (const t of [filter, nat]) {
+    lines.push(`# Generated by ${tool} v1.8.7 on ${DATE}`);
+    for (const l of t.render(o.counters ?? false)) lines.push(l);
+    lines.push(`# Completed on ${DATE}`);
+  }
+  if (o.nft) lines.push('# Warning: iptables-legacy tables present, use iptables-legacy-save to see them');
+  return lines.join('\n') + '\n';
+}
+
+export interface IpvsGenOptions {
+  /** where kube-proxy opens NodePorts */
+  nodeAddresses: string[];
+  scheduler?: string;
+  /** older ipvsadm pads the last column */
+  trailingSpaces?: boolean;
+  format?: 'list' | 'stats' | 'save';
+}
+
+interface VirtualService {
+  protocol: Protocol;
+  address: string;
+  endpoints: GenEndpoint[];
+  persistent?: number;
+}
+
+function virtualServices(services: readonly GenService[], o: IpvsGenOptions): VirtualService[] {
+  const out: VirtualService[] = [];
+  for (const svc of services) {
+    for (const p of svc.ports) {
+      const all = p.endpoints;
+      const external = svc.externalTrafficPolicy === 'Local' ? all.filter((e) => e.local) : all;
+      const vs = (ip: string, port: number, endpoints: GenEndpoint[]) => {
+        const v: VirtualService = { protocol: p.protocol, address: joinHostPort(ip, port), endpoints };
+        if (svc.affinitySeconds !== undefined) v.persistent = svc.affinitySeconds;
+        out.push(v);
+      };
+      vs(svc.clusterIP, p.port, all);
+      for (const ip of svc.externalIPs ?? []) vs(ip, p.port, external);
+      for (const ip of svc.loadBalancerIPs ?? []) vs(ip, p.port, external);
+      if (p.nodePort) for (const ip of o.nodeAddresses) vs(ip, p.nodePort, external);
+    }
+  }
+  return out;
+}
+
+/** `ipvsadm -Ln` (or --stats, or -Sn) of a node running kube-proxy in IPVS mode. */
+export function kubeProxyIpvsadm(services: readonly GenService[], o: IpvsGenOptions): string {
+  const sched = o.scheduler ?? 'rr';
+  const format = o.format ?? 'list';
+  const lines: string[] = [];
+  const vss = virtualServices(services, o);
+  if (format === 'save') {
+    const flag: Record<Protocol, string> = { TCP: '-t', UDP: '-u', SCTP: '--sctp-service' };
+    for (const v of vss) {
+      lines.push(`-A ${flag[v.protocol]} ${v.address} -s ${sched}${v.persistent !== undefined ? ` -p ${v.persistent}` : ''}`);
+      for (const e of v.endpoints) lines.push(`-a ${flag[v.protocol]} ${v.address} -r ${joinHostPort(e.ip, e.port)} -m -w 1`);
+    }
+    return lines.join('\n') + '\n';
+  }
+  lines.push('IP Virtual Server version 1.2.1 (size=4096)');
+  if (format === 'stats') {
+    lines.push(`${'Prot LocalAddress:Port'.padEnd(33)} ${['Conns', 'InPkts', 'OutPkts', 'InBytes', 'OutBytes'].map((c) => c.padStart(8)).join(' ')}`);
+    lines.push('  -> RemoteAddress:Port');
+  } else {
+    lines.push('Prot LocalAddress:Port Scheduler Flags');
+    lines.push('  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn');
+  }
+  let n = 0;
+  for (const v of vss) {
+    const name = `${v.protocol}  ${v.address}`;
+    if (format === 'stats') {
+      const nums = [n * 3, n * 21, n * 14, n * 1500, n * 2100].map((x) => String(x).padStart(9)).join('');
+      lines.push(name.padEnd(33) + nums);
+    } else {
+      lines.push(`${name} ${sched}${v.persistent !== undefined ? ` persistent ${v.persistent}` : ''}`);
+    }
+    for (const e of v.endpoints) {
+      const rs = `  -> ${joinHostPort(e.ip, e.port).padEnd(28)}`;
+      if (format === 'stats') lines.push(rs + [1, 6, 4, 300, 420].map((x) => String(x).padStart(9)).join(''));
+      else {
+        const inact = o.trailingSpaces ? '0'.padEnd(10) : '0';
+        lines.push(`${rs} ${'Masq'.padEnd(7)} ${'1'.padEnd(6)} ${'0'.padEnd(10)} ${inact}`);
+      }
+    }
+    n++;
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** The addresses of the frontends kube-proxy makes for a Service port, as traces print them. */
+export function expectedFrontends(svc: GenService, port: GenPort, nodeAddress = '*'): { kind: string; address: string; protocol: Protocol }[] {
+  const out = [{ kind: 'ClusterIP', address: joinHostPort(svc.clusterIP, port.port), protocol: port.protocol }];
+  for (const ip of svc.externalIPs ?? []) out.push({ kind: 'ExternalIP', address: joinHostPort(ip, port.port), protocol: port.protocol });
+  for (const ip of svc.loadBalancerIPs ?? []) out.push({ kind: 'LoadBalancer', address: joinHostPort(ip, port.port), protocol: port.protocol });
+  if (port.nodePort) out.push({ kind: 'NodePort', address: nodeAddress === '*' ? `*:${port.nodePort}` : joinHostPort(nodeAddress, port.nodePort), protocol: port.protocol });
+  return out;
+}
+
+/**
+ * `count` Services with `endpoints` endpoints each (one port, TCP 80 → 8080), a NodePort on every
+ * fourth. Deterministic: the same arguments give the same Services.
+ */
+export function manyServices(count: number, endpoints = 3, family: 'ipv4' | 'ipv6' = 'ipv4'): GenService[] {
+  const out: GenService[] = [];
+  const v4 = (base: number, i: number) => `${base}.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  for (let i = 0; i < count; i++) {
+    const clusterIP = family === 'ipv4' ? v4(10, 0x600000 + i) : `fd00:10:96::${(i + 1).toString(16)}`;
+    const eps: GenEndpoint[] = [];
+    for (let e = 0; e < endpoints; e++) {
+      const k = i * endpoints + e;
+      eps.push({ ip: family === 'ipv4' ? v4(10, 0xf40000 + k) : `fd00:10:244::${(k + 1).toString(16)}`, port: 8080, local: e === 0 });
+    }
+    const port: GenPort = { name: 'http', port: 80, protocol: 'TCP', endpoints: eps };
+    if (i % 4 === 0) port.nodePort = 30000 + i / 4;
+    out.push({ namespace: `team-${i % 50}`, name: `app-${i}`, clusterIP, ports: [port] });
+  }
+  return out;
+}
