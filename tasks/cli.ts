@@ -1,10 +1,19 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EXIT, provision, TAGS } from './commands/provision.ts';
 import { promptSecret } from './remote/prompt.ts';
+import { watchInterrupts } from './run/interrupt.ts';
 
 // Commands and flags only: each command builds its options and hands over.
 
 export const BECOME_PASSWORD_ENV = 'KPM_BECOME_PASSWORD';
+
+function positiveIntUpTo(name: string, max: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`${name} must be a whole number from 1 to ${max}`);
+    return n;
+  };
+}
 
 function positiveInt(name: string) {
   return (v: string) => {
@@ -58,7 +67,9 @@ export function buildCli(): Command {
     .option('--config-key <key>', 'the ConfigMap key holding the KubeProxyConfiguration', 'config.conf')
     .option('--daemonset <name>', "kube-proxy's DaemonSet", 'kube-proxy')
     .action(async (o) => {
+      const interrupt = watchInterrupts((l) => process.stderr.write(`\n${l}\n`));
       const code = await provision({
+        interrupt,
         inventory: o.inventory,
         dryRun: dryRunRequested(o.dryRun || o.check),
         limit: o.limit,
@@ -84,6 +95,7 @@ export function buildCli(): Command {
           daemonSet: o.daemonset,
         },
       });
+      interrupt.dispose();
       process.exitCode = code;
     });
 
@@ -116,6 +128,46 @@ export function buildCli(): Command {
         configMap: o.configmap,
         configKey: o.configKey,
         daemonSet: o.daemonset,
+      });
+    });
+
+  program
+    .command('trace')
+    .description("where a Service's traffic goes on a node, really: the Service and its EndpointSlices from the API, the node's iptables (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, with each endpoint's share) or IPVS table over SSH, compared; offline with --dump. Exit 0 in line with the EndpointSlices, 2 with warnings, 3 not in the dataplane")
+    .argument('<service>', 'NAMESPACE/SERVICE[:PORT] (a port name or number)')
+    .option('-i, --inventory <file>', 'Ansible inventory (YAML or INI): live trace through one of its nodes')
+    .option('--node <name>', 'the node to read (node or inventory host name; default: the first kube-proxy node in the inventory)')
+    .option('--port <port>', 'only this Service port (name or number)')
+    .option('--json', 'print the trace as JSON: {service, mode, frontends: [{kind, address, protocol, backends: [{address, share, weight?}]}], warnings}')
+    .option('--dump <file>', 'offline: analyse a saved iptables-save or ipvsadm -Ln output (no cluster, no SSH)')
+    .option('--cluster-ip <ip>', 'offline, ipvsadm dumps: the Service ClusterIP (IPVS has no Service names)')
+    .option('--node-port <port>', 'offline, ipvsadm dumps: the Service NodePort', positiveIntUpTo('--node-port', 65535))
+    .option('--protocol <protocol>', 'TCP (default), UDP or SCTP')
+    .option('-K, --ask-become-pass', `prompt for the sudo password (or set ${BECOME_PASSWORD_ENV})`)
+    .option('--known-hosts <file>', 'known_hosts file (default: kpm_known_hosts_file, else ~/.ssh/known_hosts)')
+    .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
+    .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
+    .option('--namespace <ns>', "kube-proxy's namespace", 'kube-system')
+    .option('--configmap <name>', "kube-proxy's ConfigMap", 'kube-proxy')
+    .option('--config-key <key>', 'the ConfigMap key holding the KubeProxyConfiguration', 'config.conf')
+    .action(async (service: string, o) => {
+      const { trace } = await import('./commands/trace.ts');
+      process.exitCode = await trace({
+        service,
+        json: !!o.json,
+        port: o.port,
+        inventory: o.inventory,
+        node: o.node,
+        dump: o.dump,
+        clusterIP: o.clusterIp,
+        nodePort: o.nodePort,
+        protocol: o.protocol,
+        ...(o.dump ? {} : { becomePassword: await becomePassword(!!o.askBecomePass) }),
+        knownHosts: o.knownHosts,
+        kube: { ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), ...(o.context ? { context: o.context } : {}) },
+        namespace: o.namespace,
+        configMap: o.configmap,
+        configKey: o.configKey,
       });
     });
 

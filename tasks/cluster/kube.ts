@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import {
   ApiException,
   AppsV1Api,
+  CoordinationV1Api,
   CoreV1Api,
   DiscoveryV1Api,
   KubeConfig,
@@ -12,6 +13,7 @@ import {
   type V1ConfigMap,
   type V1DaemonSet,
   type V1EndpointSlice,
+  type V1Lease,
   type V1Node,
   type V1Pod,
   type V1Service,
@@ -108,6 +110,7 @@ export class KubeClient {
   readonly core: CoreV1Api;
   readonly apps: AppsV1Api;
   readonly discovery: DiscoveryV1Api;
+  readonly coordination: CoordinationV1Api;
   private readonly versionApi: VersionApi;
   /** API requests sent (the report's figure for the cluster phase) */
   requests = 0;
@@ -119,6 +122,7 @@ export class KubeClient {
     this.core = kc.makeApiClient(CoreV1Api);
     this.apps = kc.makeApiClient(AppsV1Api);
     this.discovery = kc.makeApiClient(DiscoveryV1Api);
+    this.coordination = kc.makeApiClient(CoordinationV1Api);
     this.versionApi = kc.makeApiClient(VersionApi);
   }
 
@@ -165,6 +169,34 @@ export class KubeClient {
     const name = cm.metadata!.name!;
     // the field manager names this tool in managedFields, where `status` and operators see who changed it last
     return this.call(`ConfigMap ${namespace}/${name}`, () => this.core.replaceNamespacedConfigMap({ namespace, name, body: cm, fieldManager: FIELD_MANAGER }));
+  }
+
+  /** undefined when there is none */
+  async readLease(namespace: string, name: string): Promise<V1Lease | undefined> {
+    try {
+      return await this.call(`Lease ${namespace}/${name}`, () => this.coordination.readNamespacedLease({ namespace, name }));
+    } catch (e) {
+      if (e instanceof KubeError && e.code === 404) return undefined;
+      throw e;
+    }
+  }
+
+  createLease(lease: V1Lease): Promise<V1Lease> {
+    const namespace = lease.metadata!.namespace!;
+    return this.call(`Lease ${namespace}/${lease.metadata!.name}`, () => this.coordination.createNamespacedLease({ namespace, body: lease, fieldManager: FIELD_MANAGER }));
+  }
+
+  /** PUT with the lease's resourceVersion: 409 when someone else wrote it since. */
+  replaceLease(lease: V1Lease): Promise<V1Lease> {
+    const namespace = lease.metadata!.namespace!;
+    const name = lease.metadata!.name!;
+    return this.call(`Lease ${namespace}/${name}`, () => this.coordination.replaceNamespacedLease({ namespace, name, body: lease, fieldManager: FIELD_MANAGER }));
+  }
+
+  deleteLease(namespace: string, name: string, resourceVersion?: string): Promise<unknown> {
+    return this.call(`Lease ${namespace}/${name}`, () =>
+      this.coordination.deleteNamespacedLease({ namespace, name, ...(resourceVersion ? { body: { preconditions: { resourceVersion } } } : {}) }),
+    );
   }
 
   readDaemonSet(namespace: string, name: string): Promise<V1DaemonSet> {

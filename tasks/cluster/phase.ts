@@ -10,6 +10,8 @@ import { editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from '.
 import { kubeProxyNodes, parseServerVersion, preflight, type NodeMapping, type NodeReadiness } from './preflight.ts';
 import { label, resolveProbes, type ProbeRecord } from './probes.ts';
 import { recycleNode, type NodeRecycleResult, type RecycleSettings } from './recycle.ts';
+import { acquireLock, lockHolder, type ClusterLock } from './lock.ts';
+import { NO_INTERRUPT, type Interrupt } from '../run/interrupt.ts';
 
 // The cluster phase: preflight (also in a dry run) -> ConfigMap edit (backup first) -> serial recycle with
 // proof per node -> on the first failure, restore the ConfigMap and switch the recycled nodes back.
@@ -38,11 +40,15 @@ export interface ClusterPhaseOptions {
   sessions: SessionPool;
   emit: (r: StepResult) => void;
   out: (line: string) => void;
+  /** SIGINT/SIGTERM: stop between nodes (default: none) */
+  interrupt?: Interrupt;
 }
 
 export interface ClusterPhaseOutcome {
   ok: boolean;
   rolledBack: boolean;
+  /** stopped early on SIGINT/SIGTERM (or a lost lock), between two nodes */
+  interrupted?: boolean;
   steps: StepResult[];
   apiRequests: number;
   backup?: string;
@@ -76,6 +82,8 @@ export function clusterWish(targets: Host[], mode: ProxyMode): { wish: ProxyWish
   return { wish };
 }
 
+type Record_ = (host: string, name: string, status: StepStatus, message: string, diff?: string, probes?: ProbeRecord[]) => StepResult;
+
 export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPhaseOutcome> {
   const { steps, record: put } = stepRecorder(o.emit);
   const record = (host: string, name: string, status: StepStatus, message: string, diff?: string, probes?: ProbeRecord[]) =>
@@ -95,6 +103,34 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
     return { ok: false, rolledBack: false, steps, apiRequests: kube.requests };
   };
 
+  // One run at a time per cluster (a dry run writes nothing, so it only says when one is running).
+  let lock: ClusterLock | undefined;
+  if (!o.dryRun) {
+    try {
+      lock = await acquireLock(kube, o.namespace);
+    } catch (e) {
+      return fail('lock', (e as Error).message);
+    }
+  } else {
+    const held = await lockHolder(kube, o.namespace).catch(() => undefined);
+    if (held) o.out(`warning: ${held} (a real run would stop here)`);
+  }
+  try {
+    return await phaseSteps(o, kube, lock, steps, record, fail);
+  } finally {
+    await lock?.release();
+  }
+}
+
+async function phaseSteps(
+  o: ClusterPhaseOptions,
+  kube: KubeClient,
+  lock: ClusterLock | undefined,
+  steps: StepResult[],
+  record: Record_,
+  fail: (name: string, message: string) => ClusterPhaseOutcome,
+): Promise<ClusterPhaseOutcome> {
+  const interrupt = o.interrupt ?? NO_INTERRUPT;
   // 1. preflight: read everything, decide before touching anything
   let original;
   let mappings: NodeMapping[];
@@ -144,6 +180,8 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
   } catch (e) {
     return fail('preflight', e instanceof KubeError ? e.message : `${(e as Error).message}`);
   }
+
+  if (interrupt.requested) return fail('interrupted', `${interrupt.signal}: stopped before any change to the cluster (the ConfigMap and every kube-proxy are as they were)`);
 
   // 2. the ConfigMap
   const wish = clusterWish(o.targets.length ? o.targets : o.inventoryHosts, o.targetMode);
@@ -201,7 +239,21 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
   const switched: NodeMapping[] = [];
   let failure: { mapping: NodeMapping; result: NodeRecycleResult } | undefined;
   if (o.dryRun) o.out(`recycle order: ${mappings.map((m) => m.node).join(', ')}`);
-  for (const m of mappings) {
+  for (const [i, m] of mappings.entries()) {
+    const stop = interrupt.requested ? `${interrupt.signal}` : lock?.lost;
+    if (stop && !o.dryRun) {
+      const done = mappings.slice(0, i).map((x) => x.node);
+      const left = mappings.slice(i).map((x) => x.node);
+      record(
+        CLUSTER,
+        'interrupted',
+        'failed',
+        `${stop}: stopped after ${done.length} of ${mappings.length} nodes, each verified; no node is left half-switched. ` +
+          `The ConfigMap says ${o.targetMode}. Done: ${done.join(', ') || 'none'}; not yet: ${left.join(', ')}. ` +
+          `To finish: run the same command again. To go back: the same command with --mode ${currentMode === 'ipvs' || currentMode === 'nftables' ? currentMode : 'iptables'}.`,
+      );
+      return { ok: false, rolledBack: false, interrupted: true, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };
+    }
     const host = m.host!;
     let r: NodeRecycleResult;
     try {

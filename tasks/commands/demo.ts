@@ -2,9 +2,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestApiServer } from '../../test/apiserver/server.ts';
-import { labKubeProxyRuntime } from '../../test/lab/kube-proxy-fixture.ts';
+import { labKubeProxyRuntime, startBackend } from '../../test/lab/kube-proxy-fixture.ts';
 import { labSupported, startLab, type Lab } from '../../test/lab/lab.ts';
 import { EXIT, provision } from './provision.ts';
+import { status } from './status.ts';
+import { trace } from './trace.ts';
 
 // `npm run demo`: the whole flow on local test hosts (real sshd in network namespaces, each with its own
 // root filesystem and an offline package repository) and the built-in test API server (the real
@@ -29,6 +31,7 @@ all:
       vars:
         kube_proxy_mode: ipvs
         kube_proxy_scheduler: rr
+        kube_proxy_probe_services: [default/web]
       children:
         kube_node:
           hosts:
@@ -45,11 +48,35 @@ export async function demo(opts: { hosts: number; keep: boolean }): Promise<numb
   }
   out(`demo: starting ${opts.hosts} local test hosts (the first start on a machine builds their root filesystem, about a minute)`);
   const lab = await startLab({ hosts: opts.hosts, kmodShim: true, id: 'demo' });
+  // A Service that carries real traffic: its backend is a small server on the last host.
+  const backend = lab.hosts[lab.hosts.length - 1]!;
+  await startBackend(lab, backend.name, 8080, 'hello from web\n');
+  const web = { name: 'web', namespace: 'default', clusterIP: '10.96.100.10', port: 80, portName: 'http', backends: [{ ip: backend.address, port: 8080 }] };
   const api = await startTestApiServer({
     nodes: lab.hosts.map((h) => ({ name: h.name, internalIP: h.address })),
-    runtime: labKubeProxyRuntime(lab),
+    runtime: labKubeProxyRuntime(lab, (n) => n, { services: [web] }),
   });
-  out(`demo: test API server at ${api.url} (kubeconfig ${api.kubeconfigPath}), ${lab.hosts.length} nodes running kube-proxy in iptables mode`);
+  api.store.create('services', {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: web.name, namespace: web.namespace },
+    spec: { type: 'ClusterIP', clusterIP: web.clusterIP, clusterIPs: [web.clusterIP], ports: [{ name: 'http', port: web.port, protocol: 'TCP', targetPort: 8080 }] },
+  } as never);
+  api.store.create('endpointslices', {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'web-demo1', namespace: web.namespace, labels: { 'kubernetes.io/service-name': web.name } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: [{ addresses: [backend.address], conditions: { ready: true } }],
+  } as never);
+  // The API server's kube-proxy pods start out running: start their (fixture) kube-proxy on each host.
+  const raw = (api.store.get('configmaps', 'kube-system', 'kube-proxy') as unknown as { data: Record<string, string> }).data['config.conf']!;
+  for (const h of lab.hosts) {
+    const r = await api.runtime.start(h.name, { mode: 'iptables', metricsBindAddress: '127.0.0.1:10249', raw } as never, undefined as never);
+    if (!r.ready) throw new Error(`demo: the fixture kube-proxy did not start on ${h.name}: ${r.log.join('\n')}`);
+  }
+  out(`demo: test API server at ${api.url} (kubeconfig ${api.kubeconfigPath}), ${lab.hosts.length} nodes running kube-proxy in iptables mode, Service default/web`);
   const dir = mkdtempSync(join(tmpdir(), 'kpm-demo-'));
   const inventory = join(dir, 'demo.yaml');
   writeFileSync(inventory, demoInventory(lab, api.kubeconfigPath));
@@ -70,11 +97,21 @@ export async function demo(opts: { hosts: number; keep: boolean }): Promise<numb
     const summary = (JSON.parse(readFileSync(report, 'utf8')) as { summary: Record<string, number> }).summary;
     return { code, summary };
   };
+  const look = async (title: string) => {
+    out(`\n=== ${title} ===`);
+    out('$ npm run status -- --inventory demo.yaml');
+    const code = await status({ inventory, json: false, out });
+    out(`\n$ npm run trace -- --inventory demo.yaml default/web`);
+    await trace({ service: 'default/web', inventory, json: false, out });
+    return code;
+  };
   let ok = false;
   try {
+    const before = await look('before: which mode runs where, and how default/web is routed');
     const dry = await run('1/3 dry run: what would change', true);
     const real = await run('2/3 real run: prepare the nodes, flip the ConfigMap, recycle kube-proxy node by node', false);
     const again = await run('3/3 rerun: a converged node changes nothing', false);
+    const after = await look('after: status and trace again');
     const first = lab.hosts[0]!.name;
     const proof = await lab.exec(
       first,
@@ -84,11 +121,13 @@ export async function demo(opts: { hosts: number; keep: boolean }): Promise<numb
         'echo "--- ipvsadm -Ln (fixture table)"; ipvsadm -Ln',
     );
     out(`\n=== evidence on ${first} ===\n${proof.stdout.trimEnd()}`);
-    const deletes = api.requests.filter((r) => r.method === 'DELETE').length;
+    const deletes = api.requests.filter((r) => r.method === 'DELETE' && r.path.includes('/pods/')).length;
     const maxUnavailable = Math.max(0, ...api.unavailableTimeline().map((p) => p.unavailable));
     out(`\n=== API server record ===\n${deletes} pod DELETEs (one per node), at most ${maxUnavailable} kube-proxy unavailable at any instant`);
     // the `cluster` row counts as a host in the summaries
     ok =
+      before === 0 &&
+      after === 0 &&
       dry.code === 0 &&
       dry.summary.changed === opts.hosts + 1 &&
       real.code === 0 &&

@@ -2,7 +2,6 @@ import { basename, extname } from 'node:path';
 import { InventoryError } from '../inventory/errors.ts';
 import { loadInventory, selectTargets } from '../inventory/load.ts';
 import type { Host, Inventory, ProxyMode } from '../inventory/types.ts';
-import { CLUSTER, runClusterPhase } from '../cluster/phase.ts';
 import type { NodeReadiness } from '../cluster/preflight.ts';
 import { runNodePhase } from '../node/phase.ts';
 import { planIsNoop } from '../node/plan.ts';
@@ -12,6 +11,7 @@ import { executeHosts, formatDiff, formatStepLine, wantsPlainOutput } from '../r
 import { formatRecap } from '../run/recap.ts';
 import { writeReport, writeRetryFile } from '../run/report.ts';
 import { hostStatusOf, type EventSink, type HostResult, type StepResult } from '../run/results.ts';
+import type { Interrupt } from '../run/interrupt.ts';
 
 // `provision`: the node phase over every target host (--forks at a time), then the cluster phase:
 // ConfigMap and a serial kube-proxy recycle with proof per node.
@@ -40,6 +40,8 @@ export interface ProvisionOptions {
   cluster?: ClusterFlags;
   out?: (line: string) => void;
   err?: (line: string) => void;
+  /** stop at the next safe point on SIGINT/SIGTERM (the CLI sets it; default: no signal handling) */
+  interrupt?: Interrupt;
 }
 
 export interface ClusterFlags {
@@ -125,10 +127,12 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
   const plain = opts.plain ?? wantsPlainOutput();
   try {
     if (phases.includes('node')) {
-      const worker = (host: Host, emit: EventSink) => provisionHost(host, emit, { dryRun: opts.dryRun, sessions });
+      const worker = (host: Host, emit: EventSink) => provisionHost(host, emit, { dryRun: opts.dryRun, sessions, ...(opts.interrupt ? { interrupt: opts.interrupt } : {}) });
       results = await executeHosts(targets, worker, { forks, showDiffs: opts.dryRun || opts.showDiffs, plain, out });
     }
-    if (phases.includes('cluster')) {
+    if (phases.includes('cluster') && opts.interrupt?.requested) {
+      out(`${opts.interrupt.signal}: the cluster phase was not started (nothing in the cluster was changed)`);
+    } else if (phases.includes('cluster')) {
       results = await clusterPhase(opts, inv, targets, results, sessions, out);
     }
   } finally {
@@ -151,6 +155,10 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
   }
   const retryPath = writeRetryFile(opts.retryFile ?? defaultRetryFile(opts.inventory), results);
   if (retryPath) out(`to retry the failed and unreachable hosts: --limit @${retryPath}`);
+  if (opts.interrupt?.requested) {
+    out(`interrupted by ${opts.interrupt.signal}: every step that started finished; run the same command again to finish`);
+    return EXIT.interrupted;
+  }
   return exitCodeFor(results);
 }
 
@@ -169,6 +177,9 @@ async function clusterPhase(
   const vars = first.vars as { kubeconfig?: string; kube_context?: string };
   const showDiffs = opts.dryRun || opts.showDiffs;
   out('');
+  // Loaded only when the cluster phase runs: the Kubernetes client is most of the tool's start-up time
+  // and memory, which a node-only run (--tags node) need not pay.
+  const { CLUSTER, runClusterPhase } = await import('../cluster/phase.ts');
   const outcome = await runClusterPhase({
     targetMode: first.settings.mode,
     dryRun: opts.dryRun,
@@ -189,6 +200,7 @@ async function clusterPhase(
     targets,
     readiness: (host) => nodeReadiness(host, byHost.get(host.name), sessions),
     sessions,
+    ...(opts.interrupt ? { interrupt: opts.interrupt } : {}),
     emit: (r) => {
       out(formatStepLine(r));
       if (showDiffs) for (const l of formatDiff(r)) out(l);
@@ -250,6 +262,7 @@ export function exitCodeFor(results: HostResult[]): number {
 export interface HostRunOptions {
   dryRun: boolean;
   sessions: SessionPool;
+  interrupt?: Interrupt;
 }
 
 /** One host's node phase: connect (or reuse the connection), run it. Never throws: every outcome is a HostResult. */
@@ -260,6 +273,11 @@ export async function provisionHost(host: Host, emit: EventSink, opts: HostRunOp
     emit({ type: 'host-done', result: r });
     return r;
   };
+  if (opts.interrupt?.requested) {
+    const step: StepResult = { host: host.name, name: 'node', status: 'skipped', message: `${opts.interrupt.signal}: not started`, ms: 0 };
+    emit({ type: 'step', result: step });
+    return done({ host: host.name, status: 'skipped', steps: [step], sshExecs: 0, reason: step.message });
+  }
   let session: RemoteSession;
   try {
     session = await opts.sessions.get(host);
@@ -284,7 +302,7 @@ export async function provisionHost(host: Host, emit: EventSink, opts: HostRunOp
     });
   }
   try {
-    const { steps } = await runNodePhase(host, session, { dryRun: opts.dryRun, emit: (r) => emit({ type: 'step', result: r }) });
+    const { steps } = await runNodePhase(host, session, { dryRun: opts.dryRun, emit: (r) => emit({ type: 'step', result: r }), ...(opts.interrupt ? { interrupt: opts.interrupt } : {}) });
     const failed = steps.find((s) => s.status === 'failed');
     return done({
       host: host.name,

@@ -1,5 +1,6 @@
 import type { Host } from '../inventory/types.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
+import type { Interrupt } from '../run/interrupt.ts';
 import { stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
 import { applyScript, parseApplyOutput, stepNameForFile } from './apply.ts';
 import { factsScript, parseFacts, type Facts } from './facts.ts';
@@ -16,6 +17,8 @@ const CHANGE_STEPS = ['packages', 'ipvs.modules', 'modules-load.d', 'modules'] a
 export interface NodePhaseOptions {
   dryRun: boolean;
   emit: (r: StepResult) => void;
+  /** SIGINT/SIGTERM: a node whose facts are read but not yet applied is left as it is */
+  interrupt?: Interrupt;
 }
 
 export interface NodePhaseOutcome {
@@ -87,6 +90,11 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   if (planIsNoop(plan)) {
     reportPlan(plan, record, false);
     record('verify', 'ok', `all in place: ${plan.packages.join(', ')} installed, ${plan.modules.length} modules loaded or built in, files match`);
+    return { steps, plan, facts };
+  }
+
+  if (opts.interrupt?.requested) {
+    for (const name of NODE_STEPS.slice(NODE_STEPS.indexOf('packages'))) record(name, 'skipped', `${opts.interrupt.signal}: stopped before changing this node (nothing was changed)`);
     return { steps, plan, facts };
   }
 

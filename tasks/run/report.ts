@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { summarize } from './recap.ts';
-import type { HostResult } from './results.ts';
+import { CLUSTER_ROW, type HostResult } from './results.ts';
 
 // --report FILE (JSON, for machines) and the retry file (for `--limit @file`), both written atomically.
 
@@ -44,7 +44,8 @@ const RETRY_HEADER = '# kube-proxy-mode retry file: hosts that failed or were un
  * mislead a later `--limit @file`.
  */
 export function writeRetryFile(path: string, results: HostResult[]): string | null {
-  const bad = results.filter((r) => r.status === 'failed' || r.status === 'unreachable').map((r) => r.host);
+  // the cluster row is not a host: `--limit @file` could not select it (a cluster failure is rerun whole)
+  const bad = results.filter((r) => r.host !== CLUSTER_ROW && (r.status === 'failed' || r.status === 'unreachable')).map((r) => r.host);
   if (bad.length === 0) {
     if (existsSync(path) && readFileSync(path, 'utf8').startsWith(RETRY_HEADER)) unlinkSync(path);
     return null;

@@ -54,6 +54,8 @@ export interface LabService {
   namespace: string;
   clusterIP: string;
   port: number;
+  /** the Service port's name: kube-proxy's comments and chain hashes carry it ("ns/name:http"); default unnamed */
+  portName?: string;
   protocol?: 'TCP';
   backends: { ip: string; port: number }[];
   nodePort?: number;
@@ -220,7 +222,7 @@ function dataplane(mode: string, services: LabService[], fault: 'drop' | undefin
   if (mode === 'iptables') {
     chain('KUBE-NODEPORTS');
     for (const svc of services) {
-      const name = `${svc.namespace}/${svc.name}`;
+      const name = `${svc.namespace}/${svc.name}${svc.portName ? `:${svc.portName}` : ''}`;
       const proto = (svc.protocol ?? 'TCP').toLowerCase();
       const svcChain = `KUBE-SVC-${chainHash(name, proto)}`;
       chain(svcChain);

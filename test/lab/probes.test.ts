@@ -15,7 +15,7 @@ let api: TestApiServer;
 let names: string[];
 let dropOn: string | undefined;
 
-const WEB = { name: 'web', namespace: 'default', clusterIP: '10.96.100.10', port: 80 };
+const WEB = { name: 'web', namespace: 'default', clusterIP: '10.96.100.10', port: 80, portName: 'http' };
 
 beforeAll(async () => {
   if (!support.ok) return;

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { status } from '../../tasks/commands/status.ts';
+import { trace } from '../../tasks/commands/trace.ts';
+import type { ServiceTrace } from '../../tasks/dataplane/trace.ts';
 import type { StatusReport } from '../../tasks/commands/status.ts';
 import { updateConfigMap } from '../../tasks/cluster/configmap-store.ts';
 import { KubeClient, loadKubeConfig } from '../../tasks/cluster/kube.ts';
@@ -18,7 +20,7 @@ let api: TestApiServer;
 let names: string[];
 let inv: string;
 
-const WEB = { name: 'web', namespace: 'default', clusterIP: '10.96.100.10', port: 80 };
+const WEB = { name: 'web', namespace: 'default', clusterIP: '10.96.100.10', port: 80, portName: 'http' };
 
 beforeAll(async () => {
   if (!support.ok) return;
@@ -36,6 +38,14 @@ beforeAll(async () => {
     kind: 'Service',
     metadata: { name: WEB.name, namespace: WEB.namespace },
     spec: { type: 'ClusterIP', clusterIP: WEB.clusterIP, clusterIPs: [WEB.clusterIP], ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }] },
+  } as never);
+  api.store.create('endpointslices', {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'web-x1', namespace: WEB.namespace, labels: { 'kubernetes.io/service-name': WEB.name } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: [{ addresses: [backend.address], conditions: { ready: true } }],
   } as never);
   // The seeded pods are "running" in the API only: start the fixture kube-proxy on each host (iptables).
   const raw = (api.store.get('configmaps', 'kube-system', 'kube-proxy') as unknown as { data: Record<string, string> }).data['config.conf']!;
@@ -133,6 +143,14 @@ describe.skipIf(!support.ok)('status on lab hosts', () => {
     }
     const text = await runStatus(false);
     expect(text.out).toMatch(/leftover of another mode: iptables mode's IPv4 Service chains/);
+
+    // trace reads the node's IPVS table now (the lab's labelled IPVS fixture table; real IPVS is the VM tier's)
+    const out: string[] = [];
+    const code = await trace({ service: 'default/web', inventory: inv, node: names[0]!, json: true, out: (l) => out.push(l), err: (l) => out.push(l) });
+    expect(code, out.join('\n')).toBe(0);
+    const t = JSON.parse(out.join('\n')) as ServiceTrace;
+    expect(t.mode).toBe('ipvs');
+    expect(t.frontends).toEqual([expect.objectContaining({ kind: 'ClusterIP', address: `${WEB.clusterIP}:80`, backends: [expect.objectContaining({ address: `${lab.hosts[2]!.address}:8080`, share: 1 })] })]);
     expect(text.out).toMatch(/warning: server is .*IPVS mode is deprecated|consistent: every kube-proxy runs ipvs/);
 
     await lab.stop(names[1]!);

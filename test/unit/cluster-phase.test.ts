@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { editConfigMapData } from '../../tasks/cluster/kube-proxy-config.ts';
+import { KubeClient, loadKubeConfig } from '../../tasks/cluster/kube.ts';
+import { acquireLock } from '../../tasks/cluster/lock.ts';
 import { clusterWish, runClusterPhase, type ClusterPhaseOptions } from '../../tasks/cluster/phase.ts';
 import { parseInventoryText } from '../../tasks/inventory/load.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
@@ -100,7 +102,8 @@ async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) =>
   return { outcome, steps, lines };
 }
 
-const writes = () => server!.requests.filter((r) => ['PUT', 'PATCH', 'POST', 'DELETE'].includes(r.method));
+// the run's lock (a Lease taken and deleted) is not a change to the cluster
+const writes = () => server!.requests.filter((r) => ['PUT', 'PATCH', 'POST', 'DELETE'].includes(r.method) && !r.path.includes('/leases'));
 const maxUnavailable = () => Math.max(0, ...server!.unavailableTimeline().map((p) => p.unavailable));
 const configConf = () => (server!.store.get('configmaps', 'kube-system', 'kube-proxy') as unknown as { data: Record<string, string> }).data['config.conf']!;
 
@@ -265,6 +268,78 @@ describe('cluster phase against the test API server', () => {
     const s3 = steps.find((s) => s.host === 'node3' && s.name === 'kube-proxy')!;
     expect(s3.status).toBe('changed');
     expect(s3.message).toMatch(/already failing before the switch \(not blamed on it\): default\/kubernetes ClusterIP 10.96.0.1:443/);
+  });
+
+  test('a second run while the first holds the Lease refuses, naming the holder and the expiry; nothing is written', async () => {
+    const { modeOf } = await setup();
+    const kube = new KubeClient(loadKubeConfig({ kubeconfig: server!.kubeconfigPath }));
+    const first = await acquireLock(kube, 'kube-system', 'alice@laptop pid 42');
+    const before = writes().length;
+    const { outcome, steps } = await run({ modeOf });
+    expect(outcome.ok).toBe(false);
+    const lock = steps.find((s) => s.name === 'lock')!;
+    expect(lock.status).toBe('failed');
+    expect(lock.message).toMatch(/another run holds the lock: Lease kube-system\/kube-proxy-mode is held by alice@laptop pid 42 since \S+, until \S+ unless renewed/);
+    expect(writes().length).toBe(before); // no ConfigMap write, no DELETE
+    expect(configConf()).toMatch(/^mode: ""$/m);
+    // a dry run only warns
+    const dry = await run({ modeOf, dryRun: true });
+    expect(dry.lines.join('\n')).toMatch(/warning: another run holds the lock.*\(a real run would stop here\)/);
+    await first.release();
+    expect(server!.store.get('leases', 'kube-system', 'kube-proxy-mode')).toBeUndefined();
+    const after = await run({ modeOf });
+    expect(after.outcome.ok, JSON.stringify(after.steps, null, 1)).toBe(true);
+    // the run took the lease and gave it back
+    expect(server!.requests.filter((r) => r.path.includes('/leases')).map((r) => r.method)).toEqual(expect.arrayContaining(['POST', 'DELETE']));
+    expect(server!.store.get('leases', 'kube-system', 'kube-proxy-mode')).toBeUndefined();
+  });
+
+  test('an expired Lease (a run that died) is taken over', async () => {
+    const { modeOf } = await setup();
+    const old = new Date(Date.now() - 10 * 60_000).toISOString();
+    server!.store.create('leases', { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'kube-proxy-mode', namespace: 'kube-system' }, spec: { holderIdentity: 'bob@ci pid 7', leaseDurationSeconds: 60, acquireTime: old, renewTime: old } } as never);
+    const { outcome, steps } = await run({ modeOf });
+    expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
+  });
+
+  test('SIGINT between two nodes: the recycle in progress finishes, no further node is touched, the ConfigMap is the new one, and a rerun finishes the job', async () => {
+    const { modeOf, runtime } = await setup();
+    let signal: NodeJS.Signals | undefined;
+    const steps2: StepResult[] = [];
+    const interrupt = { get signal() { return signal; }, get requested() { return signal !== undefined; }, dispose() {} };
+    const { outcome } = await run({
+      modeOf,
+      interrupt,
+      emit: (r) => {
+        // the signal arrives while node1's step is being reported, i.e. right after its recycle
+        if (r.name === 'kube-proxy' && r.host === 'node1') signal = 'SIGINT';
+        steps2.push(r);
+      },
+    });
+    expect(outcome).toMatchObject({ ok: false, interrupted: true, rolledBack: false });
+    const stop = steps2.find((s) => s.name === 'interrupted')!;
+    expect(stop.message).toMatch(/SIGINT: stopped after 1 of 3 nodes, each verified.*The ConfigMap says ipvs\. Done: node1; not yet: node2, node3\. To finish: run the same command again\. To go back: the same command with --mode iptables/);
+    expect(configConf()).toMatch(/^mode: "ipvs"$/m);
+    expect(runtime.starts.filter((x) => x.mode === 'ipvs').map((x) => x.node)).toEqual(['node1']);
+    expect(maxUnavailable()).toBe(1);
+    expect(server!.store.get('leases', 'kube-system', 'kube-proxy-mode')).toBeUndefined();
+
+    const again = await run({ modeOf });
+    expect(again.outcome.ok).toBe(true);
+    expect(again.steps.filter((s) => s.name === 'kube-proxy').map((s) => [s.host, s.status])).toEqual([
+      ['node1', 'ok'],
+      ['node2', 'changed'],
+      ['node3', 'changed'],
+    ]);
+  });
+
+  test('SIGINT before the ConfigMap write: nothing in the cluster changes', async () => {
+    const { modeOf } = await setup();
+    const interrupt = { signal: 'SIGTERM' as NodeJS.Signals, requested: true, dispose() {} };
+    const { outcome, steps } = await run({ modeOf, interrupt });
+    expect(outcome.ok).toBe(false);
+    expect(steps.find((s) => s.name === 'interrupted')!.message).toMatch(/SIGTERM: stopped before any change to the cluster/);
+    expect(writes()).toEqual([]);
   });
 
   test('409: a concurrent ConfigMap change during the run is merged, not overwritten', async () => {
