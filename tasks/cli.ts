@@ -34,6 +34,16 @@ async function becomePassword(ask: boolean): Promise<string | undefined> {
   return env === undefined || env === '' ? undefined : env;
 }
 
+/** The flags that say which cluster and which kube-proxy objects: the same on every command that reads them. */
+function withClusterFlags(cmd: Command): Command {
+  return cmd
+    .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
+    .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
+    .option('--namespace <ns>', "kube-proxy's namespace", 'kube-system')
+    .option('--configmap <name>', "kube-proxy's ConfigMap", 'kube-proxy')
+    .option('--config-key <key>', 'the ConfigMap key holding the KubeProxyConfiguration', 'config.conf');
+}
+
 export function buildCli(): Command {
   const program = new Command('kube-proxy-mode')
     .description("Move a live cluster's kube-proxy to IPVS mode (or back) safely, node by node: prepare the nodes over SSH, flip the ConfigMap, recycle kube-proxy one node at a time with proof")
@@ -99,8 +109,7 @@ export function buildCli(): Command {
       process.exitCode = code;
     });
 
-  program
-    .command('status')
+  withClusterFlags(program.command('status'))
     .description("which mode runs where, really: the ConfigMap's mode, each node's kube-proxy (/proxyMode, its log), drift (restart pending), IPVS prerequisites, dataplane and the other modes' leftovers; read-only. Exit 0 consistent, 2 not, 3 some node could not be read")
     .requiredOption('-i, --inventory <file>', 'Ansible inventory (YAML or INI)')
     .option('-l, --limit <pattern>', 'read only these nodes over SSH (host or group names, globs, !exclude, &intersect, @retry-file)')
@@ -108,11 +117,6 @@ export function buildCli(): Command {
     .option('-f, --forks <n>', 'nodes read at once (default: kpm_forks, else 10)', positiveInt('--forks'))
     .option('-K, --ask-become-pass', `prompt for the sudo password (or set ${BECOME_PASSWORD_ENV})`)
     .option('--known-hosts <file>', 'known_hosts file (default: kpm_known_hosts_file, else ~/.ssh/known_hosts)')
-    .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
-    .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
-    .option('--namespace <ns>', "kube-proxy's namespace", 'kube-system')
-    .option('--configmap <name>', "kube-proxy's ConfigMap", 'kube-proxy')
-    .option('--config-key <key>', 'the ConfigMap key holding the KubeProxyConfiguration', 'config.conf')
     .option('--daemonset <name>', "kube-proxy's DaemonSet", 'kube-proxy')
     .action(async (o) => {
       const { status } = await import('./commands/status.ts');
@@ -131,8 +135,7 @@ export function buildCli(): Command {
       });
     });
 
-  program
-    .command('trace')
+  withClusterFlags(program.command('trace'))
     .description("where a Service's traffic goes on a node, really: the Service and its EndpointSlices from the API, the node's iptables (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, with each endpoint's share) or IPVS table over SSH, compared; offline with --dump. Exit 0 in line with the EndpointSlices, 2 with warnings, 3 not in the dataplane")
     .argument('<service>', 'NAMESPACE/SERVICE[:PORT] (a port name or number)')
     .option('-i, --inventory <file>', 'Ansible inventory (YAML or INI): live trace through one of its nodes')
@@ -145,11 +148,6 @@ export function buildCli(): Command {
     .option('--protocol <protocol>', 'TCP (default), UDP or SCTP')
     .option('-K, --ask-become-pass', `prompt for the sudo password (or set ${BECOME_PASSWORD_ENV})`)
     .option('--known-hosts <file>', 'known_hosts file (default: kpm_known_hosts_file, else ~/.ssh/known_hosts)')
-    .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
-    .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
-    .option('--namespace <ns>', "kube-proxy's namespace", 'kube-system')
-    .option('--configmap <name>', "kube-proxy's ConfigMap", 'kube-proxy')
-    .option('--config-key <key>', 'the ConfigMap key holding the KubeProxyConfiguration', 'config.conf')
     .action(async (service: string, o) => {
       const { trace } = await import('./commands/trace.ts');
       process.exitCode = await trace({

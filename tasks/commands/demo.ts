@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestApiServer } from '../../test/apiserver/server.ts';
-import { labKubeProxyRuntime, startBackend } from '../../test/lab/kube-proxy-fixture.ts';
+import { labKubeProxyRuntime, labServiceObjects, startBackend, startSeededKubeProxies } from '../../test/lab/kube-proxy-fixture.ts';
 import { labSupported, startLab, type Lab } from '../../test/lab/lab.ts';
 import { EXIT, provision } from './provision.ts';
 import { status } from './status.ts';
@@ -56,26 +56,10 @@ export async function demo(opts: { hosts: number; keep: boolean }): Promise<numb
     nodes: lab.hosts.map((h) => ({ name: h.name, internalIP: h.address })),
     runtime: labKubeProxyRuntime(lab, (n) => n, { services: [web] }),
   });
-  api.store.create('services', {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: web.name, namespace: web.namespace },
-    spec: { type: 'ClusterIP', clusterIP: web.clusterIP, clusterIPs: [web.clusterIP], ports: [{ name: 'http', port: web.port, protocol: 'TCP', targetPort: 8080 }] },
-  } as never);
-  api.store.create('endpointslices', {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: 'web-demo1', namespace: web.namespace, labels: { 'kubernetes.io/service-name': web.name } },
-    addressType: 'IPv4',
-    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-    endpoints: [{ addresses: [backend.address], conditions: { ready: true } }],
-  } as never);
-  // The API server's kube-proxy pods start out running: start their (fixture) kube-proxy on each host.
-  const raw = (api.store.get('configmaps', 'kube-system', 'kube-proxy') as unknown as { data: Record<string, string> }).data['config.conf']!;
-  for (const h of lab.hosts) {
-    const r = await api.runtime.start(h.name, { mode: 'iptables', metricsBindAddress: '127.0.0.1:10249', raw } as never, undefined as never);
-    if (!r.ready) throw new Error(`demo: the fixture kube-proxy did not start on ${h.name}: ${r.log.join('\n')}`);
-  }
+  const objects = labServiceObjects(web);
+  api.store.create('services', objects.service as never);
+  api.store.create('endpointslices', objects.slice as never);
+  await startSeededKubeProxies(api, lab.hosts.map((h) => h.name));
   out(`demo: test API server at ${api.url} (kubeconfig ${api.kubeconfigPath}), ${lab.hosts.length} nodes running kube-proxy in iptables mode, Service default/web`);
   const dir = mkdtempSync(join(tmpdir(), 'kpm-demo-'));
   const inventory = join(dir, 'demo.yaml');

@@ -1,6 +1,4 @@
 import { basename, extname } from 'node:path';
-import { InventoryError } from '../inventory/errors.ts';
-import { loadInventory, selectTargets } from '../inventory/load.ts';
 import type { Host, Inventory, ProxyMode } from '../inventory/types.ts';
 import type { NodeReadiness } from '../cluster/preflight.ts';
 import { runNodePhase } from '../node/phase.ts';
@@ -12,12 +10,13 @@ import { formatRecap } from '../run/recap.ts';
 import { writeReport, writeRetryFile } from '../run/report.ts';
 import { hostStatusOf, type EventSink, type HostResult, type StepResult } from '../run/results.ts';
 import type { Interrupt } from '../run/interrupt.ts';
+import { EXIT_CODES } from './exit-codes.ts';
+import { loadTargets } from './load-targets.ts';
 
 // `provision`: the node phase over every target host (--forks at a time), then the cluster phase:
 // ConfigMap and a serial kube-proxy recycle with proof per node.
 
-/** Ansible's exit codes, so wrappers written for ansible-playbook read ours the same way. */
-export const EXIT = { ok: 0, error: 1, failed: 2, unreachable: 3, inventory: 4, usage: 5, interrupted: 99 } as const;
+export const EXIT = EXIT_CODES;
 
 export const TAGS = ['node', 'cluster'] as const;
 export type Tag = (typeof TAGS)[number];
@@ -79,28 +78,16 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
   const err = opts.err ?? ((l: string) => process.stderr.write(l + '\n'));
   const started = Date.now();
   let tags: Tag[];
-  let targets: Host[];
-  let inv: Inventory;
   try {
     tags = resolveTags(opts.tags);
-    inv = await loadInventory(opts.inventory);
-    for (const w of inv.warnings ?? []) err(`warning: ${w}`);
-    targets = selectTargets(inv, opts.limit);
   } catch (e) {
-    if (e instanceof InventoryError) {
-      err(e.message);
-      return EXIT.inventory;
-    }
-    if (e instanceof UsageError || (e as Error).name === 'LimitError') {
-      err((e as Error).message);
-      return EXIT.usage;
-    }
-    throw e;
+    err((e as Error).message);
+    return EXIT.usage;
   }
-  for (const h of inv.hosts) {
-    if (opts.knownHosts) h.run.knownHostsFile = opts.knownHosts;
-    if (opts.mode) h.settings.mode = opts.mode;
-  }
+  const loaded = await loadTargets(opts.inventory, opts.limit, err, opts.knownHosts);
+  if ('code' in loaded) return loaded.code;
+  const { inv, targets } = loaded;
+  if (opts.mode) for (const h of inv.hosts) h.settings.mode = opts.mode;
   const forks = opts.forks ?? targets[0]?.run.forks ?? 10;
   const phases = TAGS.filter((t) => tags.includes(t));
   const modes = new Set(targets.map((h) => h.settings.mode));

@@ -1,6 +1,4 @@
 import type { V1DaemonSet, V1Pod } from '@kubernetes/client-node';
-import { InventoryError } from '../inventory/errors.ts';
-import { loadInventory, selectTargets } from '../inventory/load.ts';
 import type { Host, Inventory } from '../inventory/types.ts';
 import { KubeClient, loadKubeConfig, type KubeTarget } from '../cluster/kube.ts';
 import { readProxyConfig, type ProxyConfig } from '../cluster/kube-proxy-config.ts';
@@ -25,7 +23,8 @@ import { MANAGED_FILES, modulesToProbe } from '../node/ipvs-requirements.ts';
 import { packagesToProbe, planNode } from '../node/plan.ts';
 import { SessionPool } from '../remote/sessions.ts';
 import { mapPool } from '../run/pool.ts';
-import { EXIT } from './provision.ts';
+import { EXIT_CODES as EXIT } from './exit-codes.ts';
+import { loadTargets } from './load-targets.ts';
 import { formatTable } from '../run/table.ts';
 
 // `status`: which mode runs where, really. The API says what is configured and which pods run; each node
@@ -75,24 +74,9 @@ export function kubeTargetOf(flags: KubeTarget | undefined, host: Host | undefin
 export async function status(opts: StatusOptions): Promise<number> {
   const out = opts.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const err = opts.err ?? ((l: string) => process.stderr.write(l + '\n'));
-  let inv: Inventory;
-  let targets: Host[];
-  try {
-    inv = await loadInventory(opts.inventory);
-    for (const w of inv.warnings ?? []) err(`warning: ${w}`);
-    targets = selectTargets(inv, opts.limit);
-  } catch (e) {
-    if (e instanceof InventoryError) {
-      err(e.message);
-      return EXIT.inventory;
-    }
-    if ((e as Error).name === 'LimitError') {
-      err((e as Error).message);
-      return EXIT.usage;
-    }
-    throw e;
-  }
-  for (const h of inv.hosts) if (opts.knownHosts) h.run.knownHostsFile = opts.knownHosts;
+  const loaded = await loadTargets(opts.inventory, opts.limit, err, opts.knownHosts);
+  if ('code' in loaded) return loaded.code;
+  const { inv, targets } = loaded;
   const sessions = new SessionPool({ acceptNewHostKeys: false, ...(opts.becomePassword !== undefined ? { becomePassword: opts.becomePassword } : {}) });
   try {
     const report = await gatherStatus(opts, inv, targets, sessions);

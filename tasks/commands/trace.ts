@@ -1,8 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import { InventoryError } from '../inventory/errors.ts';
-import { loadInventory, selectTargets } from '../inventory/load.ts';
-import type { Host, Inventory } from '../inventory/types.ts';
+import type { Host } from '../inventory/types.ts';
 import { KubeClient, loadKubeConfig, type KubeTarget } from '../cluster/kube.ts';
 import { readProxyConfig } from '../cluster/kube-proxy-config.ts';
 import { nodeCheckScript, parseNodeCheck } from '../cluster/node-checks.ts';
@@ -22,7 +20,9 @@ import {
   type ServiceTrace,
 } from '../dataplane/trace.ts';
 import { SessionPool } from '../remote/sessions.ts';
-import { EXIT, UsageError } from './provision.ts';
+import { EXIT_CODES as EXIT } from './exit-codes.ts';
+import { loadTargets } from './load-targets.ts';
+import { UsageError } from './provision.ts';
 import { kubeTargetOf } from './status.ts';
 
 // `trace`: where does this Service's traffic go, on a node, really. Live: the Service and its
@@ -65,16 +65,13 @@ export async function trace(opts: TraceOptions): Promise<number> {
     const ref = parseServiceRef(opts.service);
     if (!ref) throw new UsageError(`${JSON.stringify(opts.service)} is not NAMESPACE/SERVICE[:PORT]`);
     if (opts.port !== undefined) ref.port = /^\d+$/.test(opts.port) ? Number(opts.port) : opts.port;
-    const result = opts.dump ? traceDump(opts, ref) : await traceLive(opts, ref);
+    const result = opts.dump ? traceDump(opts, ref) : await traceLive(opts, ref, err);
     if (opts.json) out(JSON.stringify(result, null, 2));
     else out(renderTraceTree(result).trimEnd());
     if (result.frontends.length === 0) return TRACE_EXIT.absent;
     return result.warnings.length ? TRACE_EXIT.warnings : TRACE_EXIT.clean;
   } catch (e) {
-    if (e instanceof InventoryError) {
-      err(e.message);
-      return EXIT.inventory;
-    }
+    if (e instanceof LoadFailed) return e.code;
     if (e instanceof UsageError || (e as Error).name === 'LimitError') {
       err(`trace: ${(e as Error).message}`);
       return EXIT.usage;
@@ -124,11 +121,18 @@ function traceDump(opts: TraceOptions, ref: ServiceRef): ServiceTrace {
 // ---------------------------------------------------------------------------------------------------------
 // Live
 
-async function traceLive(opts: TraceOptions, ref: ServiceRef): Promise<ServiceTrace> {
+/** The inventory could not be loaded: its message is already out; this carries the exit code. */
+class LoadFailed extends Error {
+  constructor(readonly code: number) {
+    super('inventory');
+  }
+}
+
+async function traceLive(opts: TraceOptions, ref: ServiceRef, err: (line: string) => void): Promise<ServiceTrace> {
   if (!opts.inventory) throw new UsageError('give --inventory (live: the Service from the API, the dataplane over SSH) or --dump FILE (offline)');
-  const inv: Inventory = await loadInventory(opts.inventory);
-  const targets = selectTargets(inv);
-  for (const h of inv.hosts) if (opts.knownHosts) h.run.knownHostsFile = opts.knownHosts;
+  const loaded = await loadTargets(opts.inventory, undefined, err, opts.knownHosts);
+  if ('code' in loaded) throw new LoadFailed(loaded.code);
+  const { inv, targets } = loaded;
   const namespace = opts.namespace ?? 'kube-system';
   const kube = new KubeClient(loadKubeConfig(kubeTargetOf(opts.kube, targets[0] ?? inv.hosts[0])));
   const [svc, slices, cm, nodes, pods] = await Promise.all([

@@ -522,3 +522,39 @@ export async function startBackend(lab: Lab, host: string, port: number, body?: 
   const r = await lab.exec(host, cmd);
   if (r.code !== 0) throw new Error(`test backend on ${host}:${port} did not start: ${r.stderr.trim()}`);
 }
+
+/**
+ * The API objects of a lab Service: the Service (ClusterIP, one TCP port) and an EndpointSlice with
+ * its backends, ready. For the in-repo API server's store.
+ */
+export function labServiceObjects(svc: LabService, targetPort = svc.backends[0]?.port ?? 8080): { service: object; slice: object } {
+  const port = { ...(svc.portName ? { name: svc.portName } : {}), protocol: 'TCP' };
+  return {
+    service: {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: svc.name, namespace: svc.namespace },
+      spec: { type: svc.nodePort ? 'NodePort' : 'ClusterIP', clusterIP: svc.clusterIP, clusterIPs: [svc.clusterIP], ports: [{ ...port, port: svc.port, targetPort, ...(svc.nodePort ? { nodePort: svc.nodePort } : {}) }] },
+    },
+    slice: {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${svc.name}-lab1`, namespace: svc.namespace, labels: { 'kubernetes.io/service-name': svc.name } },
+      addressType: 'IPv4',
+      ports: [{ ...port, port: targetPort }],
+      endpoints: svc.backends.map((b) => ({ addresses: [b.ip], conditions: { ready: true } })),
+    },
+  };
+}
+
+/**
+ * The API server's seeded kube-proxy pods are running only on paper: start the fixture kube-proxy on
+ * each node's host in the mode the ConfigMap has (iptables, kubeadm's default), as their kubelet would.
+ */
+export async function startSeededKubeProxies(api: { runtime: NodeRuntime; store: { get(r: string, ns: string, n: string): unknown } }, nodes: string[]): Promise<void> {
+  const raw = (api.store.get('configmaps', 'kube-system', 'kube-proxy') as { data: Record<string, string> }).data['config.conf']!;
+  for (const n of nodes) {
+    const r = await api.runtime.start(n, { mode: 'iptables', metricsBindAddress: '127.0.0.1:10249', raw } as never, undefined as never);
+    if (!r.ready) throw new Error(`the fixture kube-proxy did not start on ${n}: ${r.log.join('\n')}`);
+  }
+}

@@ -6,7 +6,7 @@ import type { StatusReport } from '../../tasks/commands/status.ts';
 import { updateConfigMap } from '../../tasks/cluster/configmap-store.ts';
 import { KubeClient, loadKubeConfig } from '../../tasks/cluster/kube.ts';
 import { startTestApiServer, type TestApiServer } from '../apiserver/server.ts';
-import { labKubeProxyRuntime, startBackend } from './kube-proxy-fixture.ts';
+import { labKubeProxyRuntime, labServiceObjects, startBackend, startSeededKubeProxies } from './kube-proxy-fixture.ts';
 import { labSupported, startLab, type Lab } from './lab.ts';
 import { runProvision, tempDir, writeLabInventory } from './helpers.ts';
 
@@ -33,26 +33,10 @@ beforeAll(async () => {
     runtime: labKubeProxyRuntime(lab, (n) => n, { services: [{ ...WEB, backends: [{ ip: backend.address, port: 8080 }] }] }),
     recreateDelayMs: 100,
   });
-  api.store.create('services', {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: WEB.name, namespace: WEB.namespace },
-    spec: { type: 'ClusterIP', clusterIP: WEB.clusterIP, clusterIPs: [WEB.clusterIP], ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }] },
-  } as never);
-  api.store.create('endpointslices', {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: 'web-x1', namespace: WEB.namespace, labels: { 'kubernetes.io/service-name': WEB.name } },
-    addressType: 'IPv4',
-    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-    endpoints: [{ addresses: [backend.address], conditions: { ready: true } }],
-  } as never);
-  // The seeded pods are "running" in the API only: start the fixture kube-proxy on each host (iptables).
-  const raw = (api.store.get('configmaps', 'kube-system', 'kube-proxy') as unknown as { data: Record<string, string> }).data['config.conf']!;
-  for (const n of names) {
-    const r = await api.runtime.start(n, { mode: 'iptables', metricsBindAddress: '127.0.0.1:10249', raw } as never, undefined as never);
-    if (!r.ready) throw new Error(`fixture kube-proxy did not start on ${n}: ${r.log.join('\n')}`);
-  }
+  const objects = labServiceObjects({ ...WEB, backends: [{ ip: backend.address, port: 8080 }] });
+  api.store.create('services', objects.service as never);
+  api.store.create('endpointslices', objects.slice as never);
+  await startSeededKubeProxies(api, names);
   inv = writeLabInventory(lab, { vars: { kubeconfig: api.kubeconfigPath } });
 });
 afterAll(async () => {
