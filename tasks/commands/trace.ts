@@ -215,6 +215,8 @@ function traceServiceIpvs(table: string, service: string, svc: V1Service, ref: S
       protocol: p.protocol ?? 'TCP',
       clusterIP: clusterIPs,
       port: p.port,
+      // pairs the endpoints with this port even when two ports share a target port
+      portName: p.name ?? '',
       ...(p.nodePort ? { nodePort: p.nodePort, nodeAddresses } : {}),
       externalIPs: svc.spec?.externalIPs ?? [],
       loadBalancerIPs: (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter((ip): ip is string => !!ip),

@@ -179,7 +179,9 @@ class Parser {
   readonly table: IpvsTable = { services: [], sections: [], unknown: [], lines: 0 };
   private current: IpvsService | undefined;
   private section: string | undefined;
-  private byKey = new Map<string, IpvsService>();
+  /** services of the current section by key, for the save format's -a lines; made when first needed */
+  private byKey: Map<string, IpvsService> | undefined;
+  private sectionStart = 0;
 
   parse(text: string): IpvsTable {
     // line by line without an array of all lines: less for the garbage collector to move around
@@ -188,7 +190,11 @@ class Parser {
     while (pos < text.length) {
       let nl = text.indexOf('\n', pos);
       if (nl < 0) nl = text.length;
-      this.line(text.slice(pos, nl), ++n);
+      n++;
+      // most lines are real servers: read those in place, without cutting the line out first
+      if (this.current === undefined || this.table.format === 'stats' || this.table.format === 'rate' || !this.realServerFast(text, pos, nl, n)) {
+        this.line(text.slice(pos, nl), n);
+      }
       pos = nl + 1;
     }
     this.table.lines = n;
@@ -200,7 +206,6 @@ class Parser {
   }
 
   private line(raw: string, n: number): void {
-    if (this.current !== undefined && this.table.format !== 'stats' && this.table.format !== 'rate' && this.realServerFast(raw, n)) return;
     const w = words(raw);
     const first = w[0];
     if (first === undefined) return;
@@ -243,7 +248,8 @@ class Parser {
       this.section = raw.trim().slice(3).trim();
       this.table.sections.push(this.section);
       this.current = undefined;
-      this.byKey = new Map();
+      this.byKey = undefined;
+      this.sectionStart = this.table.services.length;
       return;
     }
     this.unknown(n, raw, 'not an ipvsadm line');
@@ -257,10 +263,18 @@ class Parser {
     else if (columns.startsWith('Weight')) this.table.format = 'persistent-conn';
   }
 
+  private keyed(): Map<string, IpvsService> {
+    if (!this.byKey) {
+      this.byKey = new Map();
+      for (const s of this.table.services.slice(this.sectionStart)) this.byKey.set(s.key, s);
+    }
+    return this.byKey;
+  }
+
   private add(service: IpvsService): IpvsService {
     if (this.section !== undefined) service.section = this.section;
     this.table.services.push(service);
-    this.byKey.set(service.key, service);
+    this.byKey?.set(service.key, service);
     this.current = service;
     return service;
   }
@@ -321,42 +335,54 @@ class Parser {
    * "  -> 10.244.1.5:8080   Masq    1      0          0", the line most of a listing is made of, read
    * in place; false (nothing done) for anything else.
    */
-  private realServerFast(line: string, n: number): boolean {
-    let i = 0;
-    const len = line.length;
+  private realServerFast(line: string, from: number, len: number, n: number): boolean {
+    let i = from;
     while (i < len && line.charCodeAt(i) === 32) i++;
     if (line.charCodeAt(i) !== 45 || line.charCodeAt(i + 1) !== 62 || line.charCodeAt(i + 2) !== 32) return false;
     i += 3;
     while (i < len && line.charCodeAt(i) === 32) i++;
     const aStart = i;
-    while (i < len && line.charCodeAt(i) !== 32) i++;
+    let colon = -1;
+    while (i < len) {
+      const c = line.charCodeAt(i);
+      if (c === 32 || c === 13 || c === 9) break;
+      // IPv4 with a numeric port only (one colon, no bracket); anything else takes the general path
+      if (c === 58) {
+        if (colon >= 0) return false;
+        colon = i;
+      } else if (c === 91) return false;
+      i++;
+    }
     const aEnd = i;
-    const colon = line.lastIndexOf(':', aEnd - 1);
-    // IPv4 with a numeric port only; anything else takes the general path
-    if (colon <= aStart || line.indexOf(':', aStart) !== colon || line.charCodeAt(aStart) === 91) return false;
+    if (colon <= aStart) return false;
     const port = digitsAt(line, colon + 1, aEnd);
     while (i < len && line.charCodeAt(i) === 32) i++;
     const fStart = i;
     while (i < len && line.charCodeAt(i) !== 32) i++;
     const forwarding = forwardingAt(line, fStart, i);
-    const nums: number[] = [];
-    while (nums.length < 4) {
-      while (i < len && line.charCodeAt(i) === 32) i++;
+    let weight = -1;
+    let active = -1;
+    let inactive = -1;
+    for (let k = 0; k < 4; k++) {
+      while (i < len && isBlank(line.charCodeAt(i))) i++;
       if (i >= len) break;
+      if (k === 3) return false;
       const s0 = i;
-      while (i < len && line.charCodeAt(i) !== 32) i++;
-      nums.push(digitsAt(line, s0, i));
+      while (i < len && !isBlank(line.charCodeAt(i))) i++;
+      const v = digitsAt(line, s0, i);
+      if (k === 0) weight = v;
+      else if (k === 1) active = v;
+      else inactive = v;
     }
-    if (port < 0 || forwarding === undefined || nums.length !== 3 || nums.some((x) => x < 0)) return false;
-    const address = line.slice(aStart, aEnd);
+    if (port < 0 || forwarding === undefined || weight < 0 || active < 0 || inactive < 0) return false;
     const rs: IpvsRealServer = {
-      address,
+      address: line.slice(aStart, aEnd),
       ip: line.slice(aStart, colon),
       port,
       forwarding,
-      weight: nums[0]!,
-      activeConn: nums[1]!,
-      inactiveConn: nums[2]!,
+      weight,
+      activeConn: active,
+      inactiveConn: inactive,
       line: n,
     };
     this.current!.realServers.push(rs);
@@ -423,7 +449,7 @@ class Parser {
       } else if (w === '-o' || w === '--ops') service.ops = true;
       else return this.unknown(n, line, `unknown virtual service option "${w}"`);
     }
-    if (!this.byKey.has(service.key)) this.add(service);
+    if (!this.keyed().has(service.key)) this.add(service);
   }
 
   /** -a -t 10.0.0.1:443 -r 10.244.0.5:6443 -m -w 1 [-x u] [-y l] */
@@ -432,7 +458,7 @@ class Parser {
     const parsed = this.saveKey(words);
     if (!parsed) return this.unknown(n, line, 'bad real server');
     // the -A line normally comes first; an excerpt may have lost it
-    const service = this.byKey.get(parsed.service.key) ?? this.add({ ...parsed.service, line: n });
+    const service = this.keyed().get(parsed.service.key) ?? this.add({ ...parsed.service, line: n });
     let rs: IpvsRealServer | undefined;
     const extra: Partial<IpvsRealServer> = {};
     for (let i = parsed.next; i < words.length; i++) {

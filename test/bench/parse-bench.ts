@@ -6,11 +6,20 @@
 //   npx tsx test/bench/parse-bench.ts [runs]
 //
 // Medians over the runs, wall-clock and process CPU (which includes the garbage collector's threads).
+// The heap is collected before each case, so that a case does not pay for the garbage of the one
+// before it, and one run is made before the measured ones; what a run leaves to collect, the next
+// runs pay for, as they would in a program.
 
+import { loadavg } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { parseIptablesSave } from '../../tasks/dataplane/iptables-save.ts';
 import { parseIpvsadm } from '../../tasks/dataplane/ipvsadm.ts';
 import { listIptablesServices, traceIptables, traceIpvs } from '../../tasks/dataplane/trace.ts';
 import { kubeProxyIptablesSave, kubeProxyIpvsadm, manyServices } from '../dataplane-dumps.ts';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
 
 const SERVICES = 10_000;
 const RUNS = Math.max(3, Number(process.argv[2] ?? 9) || 9);
@@ -42,41 +51,50 @@ function baseline(text: string): number {
   return words;
 }
 
-const services = manyServices(SERVICES, 3);
-const probe = services[Math.floor(SERVICES * 0.7)]!;
+// the Service descriptions are dropped once the texts are made: only what a program tracing a dump
+// would hold stays on the heap
+const { probe, iptText, ipvsText } = (() => {
+  const services = manyServices(SERVICES, 3);
+  return {
+    probe: services[Math.floor(SERVICES * 0.7)]!,
+    iptText: kubeProxyIptablesSave(services, { style: '1.28', family: 'ipv4', clusterCIDR: '10.244.0.0/16' }),
+    ipvsText: kubeProxyIpvsadm(services, { nodeAddresses: ['192.168.1.10', '10.0.2.15'] }),
+  };
+})();
 const probeName = `${probe.namespace}/${probe.name}`;
-const iptText = kubeProxyIptablesSave(services, { style: '1.28', family: 'ipv4', clusterCIDR: '10.244.0.0/16' });
-const ipvsText = kubeProxyIpvsadm(services, { nodeAddresses: ['192.168.1.10', '10.0.2.15'] });
 
-const rows: { name: string; samples: Sample[]; note?: string }[] = [];
-const row = (name: string, runs: number, fn: () => unknown, note?: string) => {
+const rows: { name: string; samples: Sample[] }[] = [];
+const row = (name: string, runs: number, fn: () => unknown) => {
+  gc();
+  fn();
   const samples: Sample[] = [];
   for (let i = 0; i < runs; i++) samples.push(measure(fn));
-  rows.push({ name, samples, note });
+  rows.push({ name, samples });
   return samples;
 };
 
-// the same order every run, so that each case starts from a similar heap
 const iptBase = row('iptables: baseline (split + regex words)', RUNS, () => baseline(iptText));
 const iptParse = row('iptables: parse', RUNS, () => parseIptablesSave(iptText));
-row('iptables: parse + trace one Service', RUNS, () => traceIptables(parseIptablesSave(iptText), probeName), probeName);
-const warm = parseIptablesSave(iptText);
+row('iptables: parse + trace one Service', RUNS, () => traceIptables(parseIptablesSave(iptText), probeName));
+let warm: ReturnType<typeof parseIptablesSave> | undefined = parseIptablesSave(iptText);
 traceIptables(warm, probeName);
-row('iptables: trace again (same dump)', RUNS, () => traceIptables(warm, probeName));
-row('iptables: parse + list every Service', Math.min(RUNS, 3), () => listIptablesServices(parseIptablesSave(iptText)));
+row('iptables: trace again (same dump)', RUNS, () => traceIptables(warm!, probeName));
+warm = undefined;
 const ipvsBase = row('ipvsadm: baseline (split + regex words)', RUNS, () => baseline(ipvsText));
 const ipvsParse = row('ipvsadm: parse', RUNS, () => parseIpvsadm(ipvsText));
-const table = parseIpvsadm(ipvsText);
+let table: ReturnType<typeof parseIpvsadm> | undefined = parseIpvsadm(ipvsText);
 row('ipvsadm: trace one Service', RUNS, () =>
-  traceIpvs(table, { service: probeName, clusterIP: probe.clusterIP, port: 80, nodePort: probe.ports[0]!.nodePort }),
+  traceIpvs(table!, { service: probeName, clusterIP: probe.clusterIP, port: 80, nodePort: probe.ports[0]!.nodePort }),
 );
+table = undefined;
+row('iptables: parse + list every Service', 2, () => listIptablesServices(parseIptablesSave(iptText)));
 
 // a check that the work was done, not skipped
 const check = traceIptables(parseIptablesSave(iptText), probeName);
 const backends = check.frontends[0]?.backends.length ?? 0;
 
 const mb = (s: string) => (s.length / 1e6).toFixed(1);
-console.log(`dataplane parse bench: ${SERVICES} Services x 3 endpoints, ${RUNS} runs, node ${process.version}`);
+console.log(`dataplane parse bench: ${SERVICES} Services x 3 endpoints, ${RUNS} runs, node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 console.log(`  iptables-save: ${mb(iptText)} MB, ${iptText.split('\n').length - 1} lines; ipvsadm -Ln: ${mb(ipvsText)} MB, ${ipvsText.split('\n').length - 1} lines`);
 console.log(`  trace of ${probeName}: ${check.frontends.length} frontends, ${backends} backends on the first`);
 console.log('');
@@ -92,7 +110,9 @@ console.log('');
 const ratio = (a: Sample[], b: Sample[], k: keyof Sample) => (median(a.map((s) => s[k])) / median(b.map((s) => s[k]))).toFixed(2);
 console.log(`iptables parse / baseline: ${ratio(iptParse, iptBase, 'wall')} (wall), ${ratio(iptParse, iptBase, 'cpu')} (cpu)`);
 console.log(`ipvsadm parse / baseline:  ${ratio(ipvsParse, ipvsBase, 'wall')} (wall), ${ratio(ipvsParse, ipvsBase, 'cpu')} (cpu)`);
-const parseMedian = median(iptParse.map((s) => s.wall));
-console.log(`median iptables parse under ${LIMIT_MS} ms: ${parseMedian < LIMIT_MS ? 'yes' : 'no'} (${parseMedian.toFixed(1)} ms)`);
-const ipvsMedian = median(ipvsParse.map((s) => s.wall));
-console.log(`median ipvsadm parse under ${LIMIT_MS} ms: ${ipvsMedian < LIMIT_MS ? 'yes' : 'no'} (${ipvsMedian.toFixed(1)} ms)`);
+for (const [name, samples] of [['iptables', iptParse], ['ipvsadm', ipvsParse]] as const) {
+  const wall = median(samples.map((s) => s.wall));
+  const cpu = median(samples.map((s) => s.cpu));
+  // on a shared machine the wall clock also counts the time other processes had the CPU
+  console.log(`median ${name} parse under ${LIMIT_MS} ms: ${wall < LIMIT_MS ? 'yes' : 'no'} (${wall.toFixed(1)} ms wall, ${cpu.toFixed(1)} ms CPU)`);
+}
