@@ -5,7 +5,7 @@ import { unifiedDiff } from '../run/diff.ts';
 import { CLUSTER_ROW, stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
 import { updateConfigMap, writeBackup } from './configmap-store.ts';
 import { lastChange, podInfo } from './node-status.ts';
-import { KubeClient, KubeError, loadKubeConfig, type KubeTarget } from './kube.ts';
+import { KubeClient, KubeError, loadKubeConfig, type KubeTarget, type RetryPolicy } from './kube.ts';
 import { editConfigMapData, proxyWish, readProxyConfig, type ProxyWish } from './kube-proxy-config.ts';
 import { kubeProxyNodes, parseServerVersion, preflight, type NodeMapping, type NodeReadiness } from './preflight.ts';
 import { label, resolveProbes, type ProbeRecord } from './probes.ts';
@@ -42,6 +42,8 @@ export interface ClusterPhaseOptions {
   out: (line: string) => void;
   /** SIGINT/SIGTERM: stop between nodes (default: none) */
   interrupt?: Interrupt;
+  /** attempts, backoff and per-request timeout of API calls (default DEFAULT_RETRY) */
+  apiRetry?: RetryPolicy;
 }
 
 export interface ClusterPhaseOutcome {
@@ -93,7 +95,7 @@ export async function runClusterPhase(o: ClusterPhaseOptions): Promise<ClusterPh
     });
   let kube: KubeClient;
   try {
-    kube = new KubeClient(loadKubeConfig(o.kube));
+    kube = new KubeClient(loadKubeConfig(o.kube), o.apiRetry);
   } catch (e) {
     record(CLUSTER, 'preflight', 'failed', (e as Error).message);
     return { ok: false, rolledBack: false, steps, apiRequests: 0 };

@@ -342,6 +342,83 @@ describe('cluster phase against the test API server', () => {
     expect(writes()).toEqual([]);
   });
 
+  describe('API server faults', () => {
+    const CM = '/api/v1/namespaces/kube-system/configmaps/kube-proxy';
+    const fast = { attempts: 4, baseDelayMs: 50, timeoutMs: 400 };
+
+    test('5xx answers are retried with backoff and the run goes on', async () => {
+      const { modeOf } = await setup();
+      server!.faults.failNext(500, { method: 'GET', path: CM, times: 2 });
+      server!.faults.failNext(503, { method: 'PUT', path: CM, times: 1 });
+      const { outcome, steps } = await run({ modeOf, apiRetry: fast });
+      expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
+      expect(server!.requests.filter((r) => r.fault).map((r) => r.fault)).toEqual(['status 500', 'status 500', 'status 503']);
+      expect(configConf()).toMatch(/^mode: "ipvs"$/m);
+    });
+
+    test('an API that keeps failing: bounded retries, then a clean stop naming the object; nothing changed', async () => {
+      const { modeOf } = await setup();
+      server!.faults.failNext(500, { method: 'PUT', path: CM, times: Infinity });
+      const { outcome, steps } = await run({ modeOf, apiRetry: fast });
+      expect(outcome.ok).toBe(false);
+      expect(steps.find((s) => s.name === 'configmap')).toMatchObject({ status: 'failed', message: expect.stringMatching(/^ConfigMap kube-system\/kube-proxy: 500/) });
+      expect(server!.requests.filter((r) => r.method === 'PUT' && r.path === CM)).toHaveLength(4);
+      expect(configConf()).toMatch(/^mode: ""$/m);
+      expect(writes().filter((r) => r.method === 'DELETE')).toEqual([]);
+    });
+
+    test('requests that hang: each times out, bounded, then a clean stop before any change', async () => {
+      const { modeOf } = await setup();
+      server!.faults.delay(3000, { method: 'GET', path: '/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy', times: Infinity });
+      const { outcome, steps } = await run({ modeOf, apiRetry: fast });
+      expect(outcome.ok).toBe(false);
+      expect(steps.find((s) => s.name === 'preflight')).toMatchObject({ status: 'failed', message: 'DaemonSet kube-system/kube-proxy: request timed out after 0.4s' });
+      expect(writes()).toEqual([]);
+    });
+
+    test('a 409 storm: the ConfigMap is re-read and the edit re-applied a bounded number of times, then nothing is written', async () => {
+      const { modeOf } = await setup();
+      server!.faults.failNext(409, { method: 'PUT', path: CM, times: Infinity, reason: 'Conflict', message: 'Operation cannot be fulfilled on configmaps "kube-proxy": the object has been modified; please apply your changes to the latest version and try again' });
+      const { outcome, steps } = await run({ modeOf, apiRetry: fast });
+      expect(outcome.ok).toBe(false);
+      expect(steps.find((s) => s.name === 'configmap')!.message).toMatch(/kept changing under us \(6 conflicts in a row\); nothing was written/);
+      expect(configConf()).toMatch(/^mode: ""$/m);
+      expect(writes().filter((r) => r.method === 'DELETE')).toEqual([]);
+    });
+
+    test('watches that break: the wait re-lists and the run completes', async () => {
+      const { modeOf } = await setup();
+      for (let i = 0; i < 6; i++) server!.faults.breakNextWatch({ path: '/api/v1/namespaces/kube-system/pods' });
+      const { outcome, steps } = await run({ modeOf, apiRetry: fast });
+      expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
+      const lists = server!.requests.filter((r) => r.method === 'GET' && r.path === '/api/v1/namespaces/kube-system/pods' && !r.watch);
+      expect(lists.length).toBeGreaterThan(6); // one list per broken watch, at least
+    });
+
+    test('a pod that never becomes Ready: the deadline fails the node, the ConfigMap is restored, the switched nodes go back', async () => {
+      const { modeOf } = await setup();
+      server!.faults.neverReady('node2');
+      const steps: StepResult[] = [];
+      const { outcome } = await run({
+        modeOf,
+        podTimeoutMs: 2000,
+        emit: (r) => {
+          steps.push(r);
+          // so that going back can work: the node's pods start again
+          if (r.host === 'node2' && r.name === 'kube-proxy') server!.faults.readyAgain('node2');
+        },
+      });
+      expect(outcome).toMatchObject({ ok: false, rolledBack: true });
+      expect(steps.find((s) => s.host === 'node2' && s.name === 'kube-proxy')!.message).toMatch(/timed out after 2s waiting for the new kube-proxy pod on node2 to become Ready/);
+      expect(configConf()).toMatch(/^mode: ""$/m);
+      expect(steps.filter((s) => s.name === 'rollback' && s.host !== 'cluster').map((s) => [s.host, s.status])).toEqual([
+        ['node2', 'changed'],
+        ['node1', 'changed'],
+      ]);
+      expect(maxUnavailable()).toBe(1);
+    });
+  });
+
   test('409: a concurrent ConfigMap change during the run is merged, not overwritten', async () => {
     const { modeOf } = await setup();
     // Someone else edits the ConfigMap between our read and our write: our PUT is held back a moment,
