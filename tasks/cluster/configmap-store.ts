@@ -54,6 +54,14 @@ export function writeBackup(dir: string, cm: V1ConfigMap, now = new Date()): str
   const path = join(dir, `${cm.metadata?.name ?? 'configmap'}-configmap-backup-${stamp}.yaml`);
   const { managedFields: _drop, ...metadata } = cm.metadata ?? {};
   const object = { apiVersion: 'v1', kind: 'ConfigMap', ...cm, metadata };
-  writeFileSync(path, `# Backup of ConfigMap ${metadata.namespace}/${metadata.name} (resourceVersion ${metadata.resourceVersion}) taken by kube-proxy-mode before changing it.\n# Restore the data with: kubectl -n ${metadata.namespace} replace -f <this file> (after removing resourceVersion), or rerun with --mode <old mode>.\n${stringify(object)}`, { mode: 0o600 });
+  const text = `# Backup of ConfigMap ${metadata.namespace}/${metadata.name} (resourceVersion ${metadata.resourceVersion}) taken by kube-proxy-mode before changing it.\n# Restore the data with: kubectl -n ${metadata.namespace} replace -f <this file> (after removing resourceVersion), or rerun with --mode <old mode>.\n${stringify(object)}`;
+  // Created here, never reused: a file or link already at this name (in a shared directory) would keep
+  // its own mode or send the backup elsewhere.
+  try {
+    writeFileSync(path, text, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`cannot write the ConfigMap backup ${path} (${code === 'EEXIST' ? 'something is already there' : (code ?? (e as Error).message)}); the ConfigMap was not changed`);
+  }
   return path;
 }

@@ -19,8 +19,13 @@ export function formatProblem(p: Problem): string {
   let out = '';
   if (p.file) out += p.line > 0 ? `${p.file}:${p.line}: ` : `${p.file}: `;
   if (p.key) out += `${p.key}: `;
-  return out + p.message;
+  // One problem is one line of a terminal: a file name read from a group_vars/ listing, or a parser's
+  // message quoting the source, must not move the cursor, clear the screen or reverse the text.
+  return printable(out + p.message);
 }
+
+/** Messages past this many are counted, not listed: a generated file can have millions. */
+export const MAX_PROBLEMS_SHOWN = 100;
 
 /** Every problem found in one inventory (its file and its vars files; all of them, not just the first). */
 export class InventoryError extends Error {
@@ -29,7 +34,12 @@ export class InventoryError extends Error {
 
   constructor(problems: Problem[]) {
     const sorted = sortProblems(problems);
-    super(sorted.map(formatProblem).join('\n'));
+    const lines = sorted.slice(0, MAX_PROBLEMS_SHOWN).map(formatProblem);
+    if (sorted.length > MAX_PROBLEMS_SHOWN) {
+      const more = sorted.length - MAX_PROBLEMS_SHOWN;
+      lines.push(`... and ${more} more problem${more === 1 ? '' : 's'} (fix the ones above first)`);
+    }
+    super(lines.join('\n'));
     this.problems = sorted;
   }
 }
@@ -67,14 +77,43 @@ function sortProblems(problems: Problem[]): Problem[] {
 export function showValue(v: unknown): string {
   if (v === null || v === undefined) return 'nothing';
   if (Array.isArray(v)) return 'a list';
+  if (ArrayBuffer.isView(v)) return 'binary data';
   if (v instanceof Map || typeof v === 'object') return 'a map';
+  // A value in the wrong place may be a password pasted there (`ansible_password:hunter2`, no space,
+  // is one string in YAML): what was expected is said, the value is not.
+  if (typeof v === 'string' && SECRET_WORD.test(v)) return 'a value that mentions a password-like word (not shown)';
   return quote(String(v));
+}
+
+/** Words that mark a name or a text as holding a secret (ansible_password, db_passwd, api_token ...). */
+export const SECRET_WORD = /pass|secret|token/i;
+
+/**
+ * For a name refused although it may look right: where its first character beyond ASCII is (a Cyrillic
+ * "о" in place of an "o", an invisible mark). '' when it is all ASCII.
+ */
+export function nonAsciiNote(s: string): string {
+  const chars = [...s];
+  const i = chars.findIndex((c) => c.codePointAt(0)! > 0x7e);
+  if (i < 0) return '';
+  const code = chars[i]!.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+  return ` (character ${i + 1} is U+${code}, not ASCII)`;
 }
 
 /** A name or token in a message, quoted and cut like showValue. */
 export function quote(s: string, max = 60): string {
   const cut = s.length > max ? s.slice(0, max - 3) + '...' : s;
-  return JSON.stringify(cut);
+  return printable(JSON.stringify(cut));
+}
+
+// Control characters (C0 but tab, DEL, C1) and the invisible ones that reorder or hide text on a
+// terminal: bidi embeddings, overrides and isolates, zero-width characters, the byte order mark, line
+// and paragraph separators.
+const UNPRINTABLE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]/g;
+
+/** `s` with every unprintable character written as a `\uXXXX` escape; everything else as it is. */
+export function printable(s: string): string {
+  return s.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Edit distance (with adjacent transpositions) used for "did you mean" suggestions. */

@@ -172,7 +172,7 @@ function expandFiles(patterns: string[], opts: SelectOptions, errors: string[]):
       .map((l) => l.trim())
       .filter((l) => l !== '' && !l.startsWith('#'));
     if (lines.length === 0) errors.push(`--limit: ${quoteP(p)} names no hosts`);
-    out.push(...lines);
+    for (const l of lines) out.push(l);
   }
   return out;
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { InventoryError } from './errors.ts';
 import { parseIniInventory } from './parse-ini.ts';
 import { parseYamlInventory } from './parse-yaml.ts';
-import type { InventoryFormat, RawInventory } from './raw.ts';
+import { binaryProblem, type InventoryFormat, type RawInventory } from './raw.ts';
 import { resolveInventory } from './resolve.ts';
 import type { Inventory } from './types.ts';
 import { isVaultFile, readVarsDirs, type VarsDirs } from './vars-dirs.ts';
@@ -36,14 +36,19 @@ export function detectFormat(text: string, file: string): InventoryFormat {
 
 /** Text -> the raw tree, with the checks that concern the file as a whole. */
 function parseRaw(text: string, file: string): RawInventory {
-  const whole = (message: string): RawInventory => ({
+  const whole = (message: string, line = 0): RawInventory => ({
     file,
     format: 'yaml',
     groups: [],
-    problems: [{ file, line: 0, key: '', message }],
+    problems: [{ file, line, key: '', message }],
     fatal: true,
   });
   if (Buffer.byteLength(text, 'utf8') > MAX_INVENTORY_BYTES) return whole(tooBig());
+  const nul = text.indexOf('\0');
+  if (nul >= 0) {
+    const p = binaryProblem(Buffer.from(text.slice(0, nul + 1), 'utf8'))!;
+    return whole(p.message, p.line);
+  }
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   if (isVaultFile(body)) {
     return whole(
@@ -93,13 +98,16 @@ export async function loadInventory(file: string): Promise<Inventory> {
     return fail(`cannot read the inventory file (${describeIoError(e)})`);
   }
   if (size > MAX_INVENTORY_BYTES) fail(tooBig());
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (e) {
     return fail(`cannot read the inventory file (${describeIoError(e)})`);
   }
-  const raw = parseRaw(text, file);
+  // Read as UTF-8 regardless, a binary file would turn into replacement characters and odd messages.
+  const binary = binaryProblem(bytes);
+  if (binary) throw new InventoryError([{ file, line: binary.line, key: '', message: binary.message }]);
+  const raw = parseRaw(bytes.toString('utf8'), file);
   const varsDirs = raw.fatal ? undefined : await readVarsDirs(file, namesOf(raw));
   return resolveInventory(raw, { baseDir: path.dirname(path.resolve(file)), varsDirs });
 }

@@ -14,7 +14,16 @@
 
 import { type Problem, quote } from './errors.ts';
 import { parseHostPattern } from './host-range.ts';
-import { groupNameProblem, looksSecret, type RawGroup, type RawHost, type RawInventory, type RawVar, safeKeyPart } from './raw.ts';
+import {
+  DeclarationBudget,
+  groupNameProblem,
+  looksSecret,
+  type RawGroup,
+  type RawHost,
+  type RawInventory,
+  type RawVar,
+  safeKeyPart,
+} from './raw.ts';
 
 type State = 'hosts' | 'vars' | 'children' | 'skip';
 
@@ -31,9 +40,19 @@ export function parseIniInventory(text: string, file: string): RawInventory {
   let current: RawGroup | null = null;
   let varLines = new Map<string, number>(); // [g:vars] keys seen in this section -> line
 
+  const budget = new DeclarationBudget();
+  /** past a bound: the rest of the file is not read */
+  const stop = (line: number, key: string, message: string): void => {
+    add(line, key, message);
+    out.fatal = true;
+  };
+
   const lines = text.split(/\r\n|\n|\r/);
-  lines.forEach((rawLine, i) => {
-    const lineNo = i + 1;
+  for (let i = 0; i < lines.length && !out.fatal; i++) {
+    readLine(lines[i]!, i + 1);
+  }
+
+  function readLine(rawLine: string, lineNo: number): void {
     const line = rawLine.trim();
     if (line === '' || line.startsWith('#') || line.startsWith(';')) return;
 
@@ -58,6 +77,8 @@ export function parseIniInventory(text: string, file: string): RawInventory {
         state = 'skip';
         return;
       }
+      const over = budget.group(name);
+      if (over) return stop(lineNo, key, over);
       state = type === 'vars' ? 'vars' : type === 'children' ? 'children' : 'hosts';
       current = { name, line: lineNo, key, topLevel: true, hosts: [], children: [], vars: [] };
       if (type === 'vars') current.varsOnly = true;
@@ -76,7 +97,10 @@ export function parseIniInventory(text: string, file: string): RawInventory {
 
     if (state === 'hosts') {
       const host = parseHostLine(rawLine, lineNo, group.name, add);
-      if (host) group.hosts.push(host);
+      if (!host) return;
+      const over = budget.hosts(host.names);
+      if (over) return stop(lineNo, host.key, over);
+      group.hosts.push(host);
     } else if (state === 'vars') {
       const v = parseVarLine(line, lineNo, group.name, add);
       if (!v) return;
@@ -99,9 +123,11 @@ export function parseIniInventory(text: string, file: string): RawInventory {
         add(lineNo, key, nameProblem);
         return;
       }
+      const over = budget.group(name);
+      if (over) return stop(lineNo, key, over);
       group.children.push({ name, line: lineNo, key });
     }
-  });
+  }
 
   // Ansible: a group must be declared by [name] or [name:children] somewhere in the file (before or
   // after); [name:vars] alone or a mention under [parent:children] does not declare it.

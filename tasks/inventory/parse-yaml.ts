@@ -30,12 +30,24 @@ import {
 } from 'yaml';
 import { type Problem, showValue, suggest } from './errors.ts';
 import { parseHostPattern } from './host-range.ts';
-import { groupNameProblem, looksSecret, type RawGroup, type RawHost, type RawInventory, type RawVar, safeKeyPart } from './raw.ts';
+import {
+  DeclarationBudget,
+  groupNameProblem,
+  looksSecret,
+  type RawGroup,
+  type RawHost,
+  type RawInventory,
+  type RawVar,
+  safeKeyPart,
+} from './raw.ts';
 
 /** Alias expansions allowed in one document (yaml's count: uses x size of the anchored node). */
 export const MAX_YAML_ALIASES = 50;
 /** Alias nodes allowed in one document (each may be cheap, but thousands are no inventory). */
 export const MAX_YAML_ALIAS_NODES = 1000;
+/** Lists and maps inside each other: kubespray's deepest inventory needs about a dozen levels. */
+export const MAX_YAML_DEPTH = 100;
+const TOO_DEEP = `YAML nested too deeply: lists and maps inside each other more than ${MAX_YAML_DEPTH} levels`;
 
 const GROUP_KEYS = ['hosts', 'children', 'vars'] as const;
 
@@ -64,24 +76,55 @@ function openYaml(text: string, add: (line: number, key: string, message: string
   const lc = new LineCounter();
   // uniqueKeys is off on purpose: yaml checks it with a linear scan per key (quadratic: a 20,000-host map
   // takes seconds, a 10 MiB file minutes). findDuplicateKeys does the same check in one pass.
-  const doc = parseDocument(text, { uniqueKeys: false, merge: true, lineCounter: lc, prettyErrors: false });
+  let doc: Document;
+  try {
+    doc = parseDocument(text, { uniqueKeys: false, merge: true, lineCounter: lc, prettyErrors: false });
+  } catch (e) {
+    add(1, '', `YAML error: ${nestingOrFirstLine(e instanceof Error ? e.message : String(e))}`);
+    return undefined;
+  }
   const lineAt = (offset: number): number => lc.linePos(offset).line;
   const lineOf = (node: Node | null | undefined, fallback: number): number =>
     node?.range ? lineAt(node.range[0]) : fallback;
+  let sourceLines: string[] | undefined;
+  const secretLine = (line: number): boolean => looksSecret((sourceLines ??= text.split('\n'))[line - 1] ?? '');
 
-  // 1. Syntax. A document that does not parse is reported and not looked at further.
+  // 1. Syntax. A document that does not parse is reported and not looked at further. yaml quotes the
+  // source in some messages (a block scalar header, a tag), so none is shown for a line that mentions a
+  // password-like name.
   const syntax = doc.errors;
-  for (const e of syntax) add(lineAt(e.pos[0]), '', `YAML syntax error: ${firstLine(e.message)}`);
+  let nestingSaid = false;
+  for (const e of syntax) {
+    const line = lineAt(e.pos[0]);
+    const message = nestingOrFirstLine(e.message);
+    if (message === TOO_DEEP) {
+      if (!nestingSaid) add(line, '', message);
+      nestingSaid = true;
+    } else if (/multiple documents/i.test(message)) {
+      add(line, '', 'expected one YAML document; a second one starts here (an inventory is a single document)');
+    } else if (secretLine(line) || secretLine(lineAt(e.pos[1]))) {
+      add(line, '', 'YAML syntax error (details not shown: this line mentions a password-like word)');
+    } else {
+      add(line, '', `YAML syntax error: ${message}`);
+    }
+  }
   if (syntax.length) return undefined;
 
-  // 2. Aliases: unresolved, recursive, or too many expansions (alias bombs).
-  const aliases = checkAliases(doc, lineAt);
+  // 2. Nesting, before anything walks the tree recursively.
+  const deep = tooDeep(doc);
+  if (deep) {
+    add(lineOf(deep, 1), '', TOO_DEEP);
+    return undefined;
+  }
+
+  // 3. Aliases: unresolved, recursive, or too many expansions (alias bombs).
+  const aliases = checkAliases(doc, lineAt, secretLine);
   if (!aliases.ok) {
     add(aliases.line, '', aliases.message);
     return undefined;
   }
 
-  // 3. Repeated keys, named by path. The walk keeps the first one.
+  // 4. Repeated keys, named by path. The walk keeps the first one.
   for (const d of findDuplicateKeys(doc, lineAt)) add(d.line, d.key, d.message);
 
   const deref = (node: unknown): Node | null => {
@@ -173,6 +216,12 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
     return out;
   }
   const { entries, lineOf } = r;
+  const budget = new DeclarationBudget();
+  /** past a bound: the rest of the file is not read */
+  const stop = (line: number, key: string, message: string): void => {
+    add(line, key, message);
+    out.fatal = true;
+  };
 
   const parseVars = (node: Node | null, path: string, line: number, what: string): RawVar[] => {
     if (node === null) return [];
@@ -190,12 +239,15 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
       return;
     }
     for (const e of entries(node, path)) {
+      if (out.fatal) return;
       const key = `${path}.${safeKeyPart(e.key)}`;
       const pattern = parseHostPattern(e.key);
       if (!pattern.ok) {
         add(e.line, key, pattern.message);
         continue;
       }
+      const over = budget.hosts(pattern.names);
+      if (over) return stop(e.line, key, over);
       let vars: RawVar[] = [];
       if (e.value !== null && !isMap(e.value)) {
         add(
@@ -217,11 +269,14 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
 
   const active = new Set<Node>();
   const parseGroup = (name: string, node: Node | null, path: string, line: number, parent: RawGroup | null): void => {
+    if (out.fatal) return;
     const nameProblem = groupNameProblem(name);
     if (nameProblem) {
       add(line, path, nameProblem);
       return;
     }
+    const over = budget.group(name);
+    if (over) return stop(line, path, over);
     const group: RawGroup = { name, line, key: path, topLevel: parent === null, hosts: [], children: [], vars: [] };
     out.groups.push(group);
     parent?.children.push({ name, line, key: path });
@@ -235,7 +290,7 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
     for (const e of entries(node, path)) {
       const key = `${path}.${safeKeyPart(e.key)}`;
       if (e.key === 'hosts') parseHosts(group, e.value, key, e.line);
-      else if (e.key === 'vars') group.vars.push(...parseVars(e.value, key, e.line, 'group variables'));
+      else if (e.key === 'vars') for (const v of parseVars(e.value, key, e.line, 'group variables')) group.vars.push(v);
       else if (e.key === 'children') {
         if (e.value === null) continue;
         if (!isMap(e.value)) {
@@ -259,6 +314,7 @@ export function parseYamlInventory(text: string, file: string): RawInventory {
     return out;
   }
   for (const e of entries(root, '')) {
+    if (out.fatal) break;
     if ((GROUP_KEYS as readonly string[]).includes(e.key)) {
       add(e.line, e.key, `expected group names at the top level, got "${e.key}" (did you forget "all:" above it?)`);
       continue;
@@ -313,6 +369,7 @@ function firstLine(message: string): string {
 function checkAliases(
   doc: Document,
   lineAt: (offset: number) => number,
+  secretLine: (line: number) => boolean,
 ): { ok: true; targets: Map<Alias, Node> } | { ok: false; line: number; message: string } {
   const anchors = new Map<string, Node>();
   const targets = new Map<Alias, Node>();
@@ -329,11 +386,15 @@ function checkAliases(
       }
       const source = anchors.get(node.source);
       if (!source) {
-        found = { ok: false, line, message: `YAML error: unknown alias *${node.source} (the anchor must be defined before it is used)` };
+        // An unquoted password that starts with `*` reads as an alias: its name is the password.
+        const message = secretLine(line)
+          ? 'YAML error: unknown alias (its name is not shown: this line mentions a password-like word; quote a value that starts with *)'
+          : `YAML error: unknown alias *${safeKeyPart(node.source)} (the anchor must be defined before it is used)`;
+        found = { ok: false, line, message };
         return visit.BREAK;
       }
       if ((path as readonly unknown[]).includes(source)) {
-        found = { ok: false, line, message: `YAML error: alias *${node.source} is used inside its own anchor (a recursive document)` };
+        found = { ok: false, line, message: `YAML error: alias *${safeKeyPart(node.source)} is used inside its own anchor (a recursive document)` };
         return visit.BREAK;
       }
       targets.set(node, source);
@@ -356,9 +417,30 @@ function checkAliases(
         message: `YAML aliases expand too much (more than ${MAX_YAML_ALIASES} alias expansions); refusing a document that looks like an alias bomb`,
       };
     }
-    return { ok: false, line, message: `YAML error: ${firstLine(msg)}` };
+    return { ok: false, line, message: secretLine(line) ? 'YAML error (details not shown: this line mentions a password-like word)' : `YAML error: ${nestingOrFirstLine(msg)}` };
   }
   return { ok: true, targets };
+}
+
+/** The first collection nested deeper than MAX_YAML_DEPTH, found without recursion (aliases not followed). */
+function tooDeep(doc: Document): Node | undefined {
+  const stack: [unknown, number][] = [[doc.contents, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (isMap(node)) {
+      if (depth > MAX_YAML_DEPTH) return node;
+      for (const pair of node.items) stack.push([pair.key, depth + 1], [pair.value, depth + 1]);
+    } else if (isSeq(node)) {
+      if (depth > MAX_YAML_DEPTH) return node;
+      for (const item of node.items) stack.push([item, depth + 1]);
+    }
+  }
+  return undefined;
+}
+
+/** yaml turns a stack overflow in its own recursion into an ordinary error message. */
+function nestingOrFirstLine(message: string): string {
+  return /call stack/i.test(message) ? TOO_DEEP : firstLine(message);
 }
 
 /**

@@ -15,7 +15,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { showValue, suggest } from './errors.ts';
+import { nonAsciiNote, showValue, suggest } from './errors.ts';
 import type { RawVar } from './raw.ts';
 
 export interface Failure {
@@ -144,7 +144,7 @@ export const address: ValueType = {
     }
     const s = typeof v === 'number' ? String(v) : v;
     if (typeof s === 'string' && (isIpAddress(s) || isDnsName(s))) return ok(s);
-    return expected('an IP address or DNS host name', v);
+    return fail(`expected an IP address or DNS host name, got ${showValue(v)}${typeof v === 'string' ? nonAsciiNote(v) : ''}`);
   },
 };
 
@@ -155,10 +155,15 @@ export const userName: ValueType = {
   },
 };
 
+// Control characters: in a path or a context name they can only be a mistake or an attempt to rewrite
+// the terminal the name is later printed on.
+const CONTROL_CHAR = /[\u0000-\u001f\u007f]/;
+
 /** A local file path, as written: `~` / `~/...` and relative paths are resolved by expandPath(). */
 export const filePath: ValueType = {
   parse(v) {
-    if (typeof v !== 'string' || v.length === 0 || /[\0\r\n]/.test(v)) return expected('a file path', v);
+    if (typeof v !== 'string' || v.length === 0) return expected('a file path', v);
+    if (CONTROL_CHAR.test(v)) return expected('a file path without control characters', v);
     if (/^~[^/]/.test(v)) return expected('a file path (only "~" and "~/..." are expanded, not "~user")', v);
     return ok(v);
   },
@@ -173,7 +178,8 @@ export function expandPath(p: string, baseDir: string): string {
 
 export const nonEmptyString: ValueType = {
   parse(v) {
-    return typeof v === 'string' && v.length > 0 && !/[\0\r\n]/.test(v) ? ok(v) : expected('a non-empty string', v);
+    if (typeof v !== 'string' || v.length === 0) return expected('a non-empty string', v);
+    return CONTROL_CHAR.test(v) ? expected('a string without control characters', v) : ok(v);
   },
 };
 

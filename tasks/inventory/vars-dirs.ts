@@ -17,9 +17,9 @@
 import type { Dirent } from 'node:fs';
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { formatProblem, type Problem } from './errors.ts';
+import { formatProblem, printable, type Problem } from './errors.ts';
 import { parseYamlVarsFile } from './parse-yaml.ts';
-import type { RawVar } from './raw.ts';
+import { binaryProblem, type RawVar } from './raw.ts';
 
 export const VARS_FILE_EXTENSIONS = ['.yml', '.yaml', '.json'] as const;
 /** Same bound as an inventory file: a vars file bigger than this is not a vars file. */
@@ -56,6 +56,8 @@ export async function readVarsDirs(
   const dir = path.dirname(inventoryFile);
   await readKind(path.join(dir, 'group_vars'), 'group', names.groups, out.groups, out);
   await readKind(path.join(dir, 'host_vars'), 'host', names.hosts, out.hosts, out);
+  // Warnings name files found in these directories, whatever their names hold.
+  out.warnings = out.warnings.map(printable);
   return out;
 }
 
@@ -159,22 +161,27 @@ async function listVarsDir(dir: string, seen: Set<string>): Promise<string[]> {
     } catch {
       continue; // a dangling symlink: Ansible's is_file/is_directory are false for it too
     }
-    if (st.isDirectory() && ext === '') found.push(...(await listVarsDir(full, seen)));
+    if (st.isDirectory() && ext === '') for (const f of await listVarsDir(full, seen)) found.push(f);
     else if (st.isFile() && (ext === '' || (VARS_FILE_EXTENSIONS as readonly string[]).includes(ext))) found.push(full);
   }
   return found;
 }
 
 async function readVarsFile(file: string, out: VarsDirs): Promise<VarsFile | undefined> {
-  const fail = (message: string): VarsFile => ({ file, vars: [], problems: [{ file, line: 0, key: '', message }] });
-  let text: string;
+  const fail = (message: string, line = 0): VarsFile => ({ file, vars: [], problems: [{ file, line, key: '', message }] });
+  let bytes: Buffer;
   try {
     const st = await stat(file);
+    // A FIFO would block the read forever and a device (a link to /dev/zero) never end.
+    if (!st.isFile()) return fail('expected a vars file; this is not a regular file');
     if (st.size > MAX_VARS_FILE_BYTES) return fail('expected a vars file of at most 10 MiB; this one is larger');
-    text = await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (e) {
     return fail(`cannot read this vars file (${describeIoError(e)})`);
   }
+  const binary = binaryProblem(bytes);
+  if (binary) return fail(binary.message, binary.line);
+  const text = bytes.toString('utf8');
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   if (isVaultFile(body)) {
     out.warnings.push(
