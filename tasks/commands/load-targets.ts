@@ -1,10 +1,23 @@
 import { InventoryError } from '../inventory/errors.ts';
 import { loadInventory, selectTargets } from '../inventory/load.ts';
 import type { Host, Inventory } from '../inventory/types.ts';
+import type { KubeTarget } from '../cluster/kube.ts';
 import { EXIT_CODES } from './exit-codes.ts';
 
 // Every command starts the same way: the inventory, its warnings, the --limit'ed targets, and the
 // --known-hosts override; a bad inventory or pattern is a message and an exit code, never a stack trace.
+
+/** How the read-only commands reach the nodes and the cluster (the flags they share). */
+export interface ReadAccess {
+  becomePassword?: string;
+  knownHosts?: string;
+  kube?: KubeTarget;
+  namespace?: string;
+  configMap?: string;
+  configKey?: string;
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+}
 
 export type Loaded = { inv: Inventory; targets: Host[] } | { code: number };
 

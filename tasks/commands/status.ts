@@ -24,28 +24,20 @@ import { packagesToProbe, planNode } from '../node/plan.ts';
 import { SessionPool } from '../remote/sessions.ts';
 import { mapPool } from '../run/pool.ts';
 import { EXIT_CODES as EXIT } from './exit-codes.ts';
-import { loadTargets } from './load-targets.ts';
+import { loadTargets, type ReadAccess } from './load-targets.ts';
 import { formatTable } from '../run/table.ts';
 
 // `status`: which mode runs where, really. The API says what is configured and which pods run; each node
 // says (over SSH, one exec) what its kube-proxy answers on /proxyMode, whether IPVS's prerequisites are
 // there, and what its dataplane holds of each mode. Read-only: nothing is written anywhere.
 
-export interface StatusOptions {
+export interface StatusOptions extends ReadAccess {
   inventory: string;
   limit?: string;
   json: boolean;
   forks?: number;
-  becomePassword?: string;
-  knownHosts?: string;
-  kube?: KubeTarget;
-  namespace?: string;
-  configMap?: string;
-  configKey?: string;
   daemonSet?: string;
   labelSelector?: string;
-  out?: (line: string) => void;
-  err?: (line: string) => void;
 }
 
 /** Exit codes: the cluster is consistent (0), is not (2), or could not be fully read (3). */

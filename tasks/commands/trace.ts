@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import type { Host } from '../inventory/types.ts';
-import { KubeClient, loadKubeConfig, type KubeTarget } from '../cluster/kube.ts';
+import { KubeClient, loadKubeConfig } from '../cluster/kube.ts';
 import { readProxyConfig } from '../cluster/kube-proxy-config.ts';
 import { nodeCheckScript, parseNodeCheck } from '../cluster/node-checks.ts';
 import { kubeProxyNodes } from '../cluster/preflight.ts';
@@ -21,7 +21,7 @@ import {
 } from '../dataplane/trace.ts';
 import { SessionPool } from '../remote/sessions.ts';
 import { EXIT_CODES as EXIT } from './exit-codes.ts';
-import { loadTargets } from './load-targets.ts';
+import { loadTargets, type ReadAccess } from './load-targets.ts';
 import { UsageError } from './provision.ts';
 import { kubeTargetOf } from './status.ts';
 
@@ -30,26 +30,18 @@ import { kubeTargetOf } from './status.ts';
 // parsers and compared with the endpoints. Offline (--dump): a saved iptables-save or ipvsadm -Ln
 // output, with no cluster and no SSH.
 
-export interface TraceOptions {
+export interface TraceOptions extends ReadAccess {
   service: string;
   json: boolean;
   port?: string;
   /** live */
   inventory?: string;
   node?: string;
-  becomePassword?: string;
-  knownHosts?: string;
-  kube?: KubeTarget;
-  namespace?: string;
-  configMap?: string;
-  configKey?: string;
   /** offline */
   dump?: string;
   clusterIP?: string;
   nodePort?: number;
   protocol?: string;
-  out?: (line: string) => void;
-  err?: (line: string) => void;
 }
 
 /** Exit codes: traced and in line with the EndpointSlices (0); traced with warnings (2); not found at all (3). */
