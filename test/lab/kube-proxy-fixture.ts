@@ -29,7 +29,7 @@
 // file:line positions are those of real 1.30/1.31 logs where one was found, and read off the
 // source layout otherwise.
 
-import { createHash } from 'node:crypto';
+import { servicePortChainName, servicePortEndpointChainName } from '../../tasks/dataplane/chain-names.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -176,23 +176,6 @@ function settings(raw: string): Settings {
 // ---------------------------------------------------------------------------------------------
 // The Services' netfilter state, as kube-proxy writes it (kube-proxy-fixture.sh applies it)
 
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-
-/** kube-proxy's chain-name hash: the first 16 characters of base32(sha256(parts)). */
-function chainHash(...parts: string[]): string {
-  let out = '';
-  let bits = 0;
-  let acc = 0;
-  for (const byte of createHash('sha256').update(parts.join('')).digest()) {
-    acc = ((acc << 8) | byte) & 0xffff;
-    bits += 8;
-    while (bits >= 5 && out.length < 16) {
-      out += BASE32[(acc >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  return out;
-}
 
 interface Dataplane {
   nat: string;
@@ -224,7 +207,7 @@ function dataplane(mode: string, services: LabService[], fault: 'drop' | undefin
     for (const svc of services) {
       const name = `${svc.namespace}/${svc.name}${svc.portName ? `:${svc.portName}` : ''}`;
       const proto = (svc.protocol ?? 'TCP').toLowerCase();
-      const svcChain = `KUBE-SVC-${chainHash(name, proto)}`;
+      const svcChain = servicePortChainName(name, proto);
       chain(svcChain);
       if (svc.backends.length === 0) continue;
       // Traffic not from a pod is masqueraded; that includes a node's own, sent from a ClusterIP
@@ -237,7 +220,7 @@ function dataplane(mode: string, services: LabService[], fault: 'drop' | undefin
       }
       svc.backends.forEach((b, i) => {
         const ep = `${b.ip}:${b.port}`;
-        const sepChain = `KUBE-SEP-${chainHash(name, proto, ep)}`;
+        const sepChain = servicePortEndpointChainName(name, proto, ep);
         chain(sepChain);
         rules.push(`-A ${svcChain} -m comment --comment "${name} -> ${ep}"${probability(i, svc.backends.length)} -j ${sepChain}`);
         rules.push(`-A ${sepChain} -s ${b.ip}/32 -m comment --comment "${name}" -j KUBE-MARK-MASQ`);

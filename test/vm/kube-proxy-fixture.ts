@@ -18,7 +18,7 @@
 // ClusterIP from the node itself therefore crosses the node's real IPVS (or its real iptables DNAT
 // before the switch) and comes back, which is what the tool's Service probes look at.
 
-import { createHash } from 'node:crypto';
+import { servicePortChainName, servicePortEndpointChainName } from '../../tasks/dataplane/chain-names.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -63,23 +63,6 @@ const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
 // ---------------------------------------------------------------------------------------------
 // kube-proxy's nat chains for the Services, as iptables-restore input (--noflush: only these chains)
 
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-
-/** kube-proxy's chain-name hash: the first 16 characters of base32(sha256(parts)). */
-function chainHash(...parts: string[]): string {
-  let out = '';
-  let bits = 0;
-  let acc = 0;
-  for (const byte of createHash('sha256').update(parts.join('')).digest()) {
-    acc = ((acc << 8) | byte) & 0xffff;
-    bits += 8;
-    while (bits >= 5 && out.length < 16) {
-      out += BASE32[(acc >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  return out;
-}
 
 function natRules(mode: string, services: VmService[]): string {
   const chains: string[] = [];
@@ -88,8 +71,8 @@ function natRules(mode: string, services: VmService[]): string {
     chains.push('KUBE-SERVICES', 'KUBE-NODEPORTS');
     for (const s of services) {
       const name = `${s.namespace}/${s.name}`;
-      const svc = `KUBE-SVC-${chainHash(name, 'tcp')}`;
-      const sep = `KUBE-SEP-${chainHash(name, 'tcp', s.endpoint)}`;
+      const svc = servicePortChainName(name, 'tcp');
+      const sep = servicePortEndpointChainName(name, 'tcp', s.endpoint);
       chains.push(svc, sep);
       rules.push(
         `-A KUBE-SERVICES -d ${s.clusterIP}/32 -p tcp -m comment --comment "${name} cluster IP" -m tcp --dport ${s.port} -j ${svc}`,
