@@ -1,5 +1,5 @@
 import { createHash, createHmac } from 'node:crypto';
-import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 // OpenSSH's known_hosts, read the way `ssh` reads it: plain and hashed (|1|salt|hash) host fields,
@@ -45,27 +45,47 @@ function globMatch(pattern: string, text: string): boolean {
   return re.test(text);
 }
 
-function hostFieldMatches(field: string, token: string): boolean {
+const ASCII = /^[\x00-\x7f]*$/;
+
+/**
+ * A known_hosts host field as a predicate, built once per line: a run checks every host against every
+ * line, and compiling a RegExp per pattern per host made that quadratic cost seconds at a few hundred
+ * hosts. A pattern without wildcards is compared as text (case-insensitively, as the glob would).
+ */
+function hostFieldMatcher(field: string): (token: string) => boolean {
   if (field.startsWith('|1|')) {
     const [, , salt, hash] = field.split('|');
-    if (!salt || !hash) return false;
-    const digest = createHmac('sha1', Buffer.from(salt, 'base64')).update(token).digest('base64');
-    return digest === hash;
+    if (!salt || !hash) return () => false;
+    const key = Buffer.from(salt, 'base64');
+    return (token) => createHmac('sha1', key).update(token).digest('base64') === hash;
   }
-  let matched = false;
-  for (const pattern of field.split(',')) {
-    if (pattern.startsWith('!')) {
-      if (globMatch(pattern.slice(1), token)) return false;
-    } else if (globMatch(pattern, token)) {
-      matched = true;
+  const one = (pattern: string): ((token: string) => boolean) => {
+    if (!/[*?]/.test(pattern) && ASCII.test(pattern)) {
+      const want = pattern.toLowerCase();
+      return (token) => (ASCII.test(token) ? token.toLowerCase() === want : globMatch(pattern, token));
     }
-  }
-  return matched;
+    return (token) => globMatch(pattern, token);
+  };
+  const patterns = field.split(',').map((p) => (p.startsWith('!') ? { negated: true, test: one(p.slice(1)) } : { negated: false, test: one(p) }));
+  return (token) => {
+    let matched = false;
+    for (const p of patterns) {
+      if (p.negated) {
+        if (p.test(token)) return false;
+      } else if (p.test(token)) {
+        matched = true;
+      }
+    }
+    return matched;
+  };
 }
 
-/** Keys recorded for `token` in the text of a known_hosts file. */
-export function keysFor(text: string, token: string): KnownKey[] {
-  const keys: KnownKey[] = [];
+interface Entry extends KnownKey {
+  matches: (token: string) => boolean;
+}
+
+function parseEntries(text: string): Entry[] {
+  const entries: Entry[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i]!.trim();
@@ -79,17 +99,42 @@ export function keysFor(text: string, token: string): KnownKey[] {
     }
     const [hosts, type, blob] = fields;
     if (!hosts || !type || !blob) continue;
-    if (!hostFieldMatches(hosts, token)) continue;
-    keys.push({ type, blob, revoked, line: i + 1 });
+    entries.push({ type, blob, revoked, line: i + 1, matches: hostFieldMatcher(hosts) });
   }
-  return keys;
+  return entries;
+}
+
+function keysOf(entries: readonly Entry[], token: string): KnownKey[] {
+  return entries.filter((e) => e.matches(token)).map(({ type, blob, revoked, line }) => ({ type, blob, revoked, line }));
+}
+
+/** Keys recorded for `token` in the text of a known_hosts file. */
+export function keysFor(text: string, token: string): KnownKey[] {
+  return keysOf(parseEntries(text), token);
+}
+
+// Each file is parsed once per change (size, mtime, inode), not once per host and check.
+const parsed = new Map<string, { stamp: string; entries: Entry[] }>();
+
+function entriesOf(file: string): Entry[] {
+  let stamp: string;
+  try {
+    const st = statSync(file);
+    stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    parsed.delete(file);
+    return [];
+  }
+  const hit = parsed.get(file);
+  if (hit && hit.stamp === stamp) return hit.entries;
+  const entries = parseEntries(readFileSync(file, 'utf8'));
+  parsed.set(file, { stamp, entries });
+  return entries;
 }
 
 /** Decide whether `blob` is the right key for the host, from the file's content (missing file = empty). */
 export function verifyHostKey(file: string, address: string, port: number, blob: Buffer): HostKeyVerdict {
-  const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  const token = hostToken(address, port);
-  const keys = keysFor(text, token);
+  const keys = keysOf(entriesOf(file), hostToken(address, port));
   const type = keyTypeOf(blob);
   const b64 = blob.toString('base64');
   const fp = fingerprint(blob);
@@ -112,8 +157,7 @@ export function verifyHostKey(file: string, address: string, port: number, blob:
 
 /** Key types recorded for a host, so the SSH client can ask for those host key algorithms first. */
 export function knownKeyTypes(file: string, address: string, port: number): string[] {
-  if (!existsSync(file)) return [];
-  const keys = keysFor(readFileSync(file, 'utf8'), hostToken(address, port));
+  const keys = keysOf(entriesOf(file), hostToken(address, port));
   return [...new Set(keys.filter((k) => !k.revoked).map((k) => k.type))];
 }
 
@@ -128,6 +172,7 @@ export function recordHostKey(file: string, address: string, port: number, blob:
   appendFileSync(file, `${prefix}${hostToken(address, port)} ${keyTypeOf(blob)} ${blob.toString('base64')}\n`, {
     mode: 0o600,
   });
+  parsed.delete(file);
   if (fresh) chmodSync(file, 0o600);
 }
 

@@ -1,4 +1,3 @@
-import { Listr } from 'listr2';
 import { mapPool } from './pool.ts';
 import type { EventSink, HostResult, StepResult } from './results.ts';
 
@@ -49,6 +48,8 @@ export async function executeHosts<H extends { name: string }>(
     );
   }
 
+  // Only a terminal gets the task tree: plain runs (CI, pipes, the benchmarks) skip loading it.
+  const { Listr } = await import('listr2');
   const results = new Array<HostResult>(hosts.length);
   const diffs: string[] = [];
   const list = new Listr(
