@@ -1,10 +1,12 @@
 import type { ProxyMode } from '../inventory/types.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
 import { shQuote } from '../remote/quote.ts';
+import { parseProbeOutput, probeScript, type ProbeOutcome, type ProbeTarget } from './probes.ts';
 
 // What a node says about its kube-proxy, read on the node itself in one SSH exec: the running mode from
-// kube-proxy's metrics endpoint (`/proxyMode`, the ground truth: editing the ConfigMap restarts nothing)
-// and, for ipvs, the IPVS table.
+// kube-proxy's metrics endpoint (`/proxyMode`, the ground truth: editing the ConfigMap restarts nothing),
+// for ipvs the IPVS table, and the Service probes. One exec before a node's switch and one after: each
+// exec costs a round trip and a shell start, on every node of the serial recycle.
 
 export interface NodeProxyState {
   /** what /proxyMode answered; null when nothing answered */
@@ -29,24 +31,42 @@ export function metricsEndpoint(metricsBindAddress: string): { host: string; por
 
 const MARK = '@@kpm:';
 
-export function nodeCheckScript(metricsBindAddress: string, withIpvs: boolean): string {
+export interface NodeCheckOptions {
+  /** also list the IPVS table (only read where kube-proxy answers ipvs) */
+  ipvs?: boolean;
+  /**
+   * the mode the node should answer: /proxyMode is asked again (every half second, up to 5 s) until it
+   * does, since kube-proxy can report Ready a moment before its metrics server answers
+   */
+  expect?: string;
+  /** Services to probe through the node, after the mode is read */
+  probes?: ProbeTarget[];
+}
+
+export function nodeCheckScript(metricsBindAddress: string, o: NodeCheckOptions = {}): string {
   const { host, port } = metricsEndpoint(metricsBindAddress);
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/proxyMode`;
   // curl where the node has it; bash's /dev/tcp otherwise (minimal images ship no curl).
   return `export LC_ALL=C PATH="$PATH:/usr/sbin:/sbin"
-url=${shQuote(url)} h=${shQuote(host)} p=${shQuote(String(port))}
-if command -v curl >/dev/null 2>&1; then
-  body=$(curl -sS --max-time 3 "$url" 2>&1); rc=$?
-else
-  body=$(exec 3<>"/dev/tcp/$h/$p" && printf 'GET /proxyMode HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' "$h" >&3 && timeout 3 cat <&3 | sed '1,/^\\r\\{0,1\\}$/d' 2>&1); rc=$?
-fi
+url=${shQuote(url)} h=${shQuote(host)} p=${shQuote(String(port))} want=${shQuote(o.expect ?? '')}
+have_curl=0; command -v curl >/dev/null 2>&1 && have_curl=1
+for ((try = 1; try <= 10; try++)); do
+  if [ $have_curl = 1 ]; then
+    body=$(curl -sS --max-time 3 "$url" 2>&1); rc=$?
+  else
+    body=$(exec 3<>"/dev/tcp/$h/$p" && printf 'GET /proxyMode HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' "$h" >&3 && timeout 3 cat <&3 | sed '1,/^\\r\\{0,1\\}$/d' 2>&1); rc=$?
+  fi
+  { [ -z "$want" ] || { [ "$rc" = 0 ] && [ "$body" = "$want" ]; }; } && break
+  sleep 0.5
+done
 printf '${MARK}mode %s %s\\n' "$rc" "$(printf '%s' "$body" | base64 -w0)"
 ${
-  withIpvs
+  o.ipvs
     ? `# only where kube-proxy runs ipvs: elsewhere ipvsadm would modprobe ip_vs, a change even a dry run would make
 if [ "$rc" = 0 ] && [ "$body" = ipvs ] && command -v ipvsadm >/dev/null 2>&1; then out=$(ipvsadm -Ln 2>&1); printf '${MARK}ipvs %s %s\\n' "$?" "$(printf '%s' "$out" | base64 -w0)"; else printf '${MARK}ipvs 127 \\n'; fi`
     : ''
 }
+${o.probes?.length ? `(\n${probeScript(o.probes)})` : ''}
 `;
 }
 
@@ -67,9 +87,17 @@ export function parseNodeCheck(stdout: string): NodeProxyState {
   return state;
 }
 
-export async function readNodeProxyState(session: RemoteSession, metricsBindAddress: string, withIpvs: boolean): Promise<NodeProxyState> {
-  const res = await session.run(nodeCheckScript(metricsBindAddress, withIpvs), { timeoutMs: 20_000 });
-  return parseNodeCheck(res.stdout);
+export interface NodeRead extends NodeProxyState {
+  /** one per probe target asked for, in order */
+  probes: ProbeOutcome[];
+}
+
+/** Mode, IPVS table and probes in one exec (see NodeCheckOptions). */
+export async function readNode(session: RemoteSession, metricsBindAddress: string, o: NodeCheckOptions = {}): Promise<NodeRead> {
+  const probes = o.probes ?? [];
+  const timeoutMs = 20_000 + (o.expect ? 40_000 : 0) + (probes.length ? 30_000 + probes.length * 15_000 : 0);
+  const res = await session.run(nodeCheckScript(metricsBindAddress, o), { timeoutMs });
+  return { ...parseNodeCheck(res.stdout), probes: parseProbeOutput(res.stdout, probes.length) };
 }
 
 /** Does `ipvsadm -Ln` list this virtual server? (`TCP  10.96.0.1:443 rr`; IPv6 as `[fd00::1]:443`) */

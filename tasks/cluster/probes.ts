@@ -1,6 +1,5 @@
 import type { V1Service } from '@kubernetes/client-node';
 import { shQuote } from '../remote/quote.ts';
-import type { RemoteSession } from '../remote/ssh.ts';
 import type { KubeClient } from './kube.ts';
 
 // Do Services still answer through this node? kube-proxy can start, answer /proxyMode and still not carry
@@ -140,12 +139,6 @@ export function parseProbeOutput(stdout: string, count: number): ProbeOutcome[] 
     out[i] = { ok: rc === 0, ms: Math.max(0, Number(m[3])), detail: text || (rc === 124 ? 'timed out' : `exit ${rc}`) };
   }
   return out;
-}
-
-export async function runProbes(session: RemoteSession, targets: ProbeTarget[]): Promise<ProbeOutcome[]> {
-  if (targets.length === 0) return [];
-  const res = await session.run(probeScript(targets), { become: false, timeoutMs: 30_000 + targets.length * 15_000 });
-  return parseProbeOutput(res.stdout, targets.length);
 }
 
 /** A probe that answered before and fails after is the switch's fault; one that failed before is not. */

@@ -3,9 +3,9 @@ import type { ProxyMode } from '../inventory/types.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
 import type { StepStatus } from '../run/results.ts';
 import { KubeError, type KubeClient } from './kube.ts';
-import { ipvsHasVirtualServer, proxierLine, readNodeProxyState, type NodeProxyState } from './node-checks.ts';
+import { ipvsHasVirtualServer, proxierLine, readNode, type NodeRead } from './node-checks.ts';
 import type { NodeMapping } from './preflight.ts';
-import { describeProbes, label, regressions, runProbes, type ProbeRecord, type ProbeTarget } from './probes.ts';
+import { describeProbes, label, regressions, type ProbeOutcome, type ProbeRecord, type ProbeTarget } from './probes.ts';
 
 // Recycling kube-proxy on one node, with proof: the pod is deleted only when the DaemonSet has no other
 // pod unavailable, the replacement must become Ready on the same node, and the node itself must then
@@ -91,21 +91,21 @@ async function tailLog(s: RecycleSettings, pod: V1Pod, lines = 15): Promise<stri
   return (prev || (await get(false))).trimEnd();
 }
 
-/** Check a node that should run `mode`: /proxyMode on the node, the proxier line, and for ipvs the table. */
+/**
+ * Check a node that should run `mode`: /proxyMode on the node, the proxier line, and for ipvs the table.
+ * Without `known`, the node is read once (waiting there for /proxyMode to answer `mode`), its probes
+ * run in the same exec.
+ */
 export async function verifyNode(
   s: RecycleSettings,
   session: RemoteSession,
   mode: ProxyMode,
   pod: V1Pod | undefined,
-  /** a read already made (with the ipvs table when mode is ipvs): not asked again when it shows the mode */
-  known?: NodeProxyState,
-): Promise<{ ok: boolean; check?: string; message: string; state: NodeProxyState }> {
-  // kube-proxy can report Ready a moment before its metrics server answers: give it a few tries.
-  let state: NodeProxyState = known ?? { mode: null };
-  for (let i = 0; i < 10 && state.mode !== mode; i++) {
-    if (i > 0) await sleep(500);
-    state = await readNodeProxyState(session, s.metricsBindAddress, mode === 'ipvs');
-  }
+  /** a read already made (with the ipvs table when mode is ipvs) */
+  known?: NodeRead,
+  probes: ProbeTarget[] = [],
+): Promise<{ ok: boolean; check?: string; message: string; state: NodeRead }> {
+  const state = known ?? (await readNode(session, s.metricsBindAddress, { ipvs: mode === 'ipvs', expect: mode, probes }));
   if (state.mode !== mode) {
     return { ok: false, check: '/proxyMode', message: `/proxyMode answers ${state.mode ?? `nothing (${state.error})`}, expected ${mode}`, state };
   }
@@ -130,20 +130,23 @@ export async function verifyNode(
 /**
  * Switch one node's kube-proxy to `mode` with proof, probing its Services before and after: a probe that
  * answered before and fails after fails the node (the caller then rolls back); one that already failed
- * before is reported, not blamed on the switch.
+ * before is reported, not blamed on the switch. Two SSH execs per node: the read before (mode, table,
+ * probes) and the read after.
  */
 export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: RemoteSession, mode: ProxyMode): Promise<NodeRecycleResult> {
   const targets = s.probes ? await s.probes(m) : [];
-  const before = await runProbes(session, targets);
-  const records: ProbeRecord[] = targets.map((target, i) => ({ target, before: before[i]! }));
-  const r = await switchNode(s, m, session, mode);
+  // with the ipvs table when ipvs is the target, so a node already there is verified from this read
+  const before = await readNode(session, s.metricsBindAddress, { ipvs: mode === 'ipvs', probes: targets });
+  const records: ProbeRecord[] = targets.map((target, i) => ({ target, before: before.probes[i]! }));
+  const { result: r, after } = await switchNode(s, m, session, mode, before, targets);
   if (targets.length === 0) return r;
   const failingBefore = records.filter((x) => !x.before!.ok).map((x) => label(x.target));
   const note = failingBefore.length ? `; already failing before the switch (not blamed on it): ${failingBefore.join(', ')}` : '';
   if (s.dryRun || r.status === 'failed') {
     return { ...r, probes: records, message: `${r.message}; probes before: ${describeProbes(records)}${note}` };
   }
-  const after = await runProbes(session, targets);
+  // a node left as it was has no "after": its one read is the "before"
+  if (!after) return { ...r, probes: records, message: `${r.message}; probes (node not switched): ${describeProbes(records)}${note}` };
   records.forEach((x, i) => (x.after = after[i]!));
   const broken = regressions(records);
   if (broken.length > 0) {
@@ -160,10 +163,28 @@ export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: R
   return { ...r, probes: records, message: `${r.message}; probes: ${describeProbes(records)}${note}` };
 }
 
-async function switchNode(s: RecycleSettings, m: NodeMapping, session: RemoteSession, mode: ProxyMode): Promise<NodeRecycleResult> {
+/** The switch itself; `after` holds the probes read with the verification (none when the pod was not replaced). */
+async function switchNode(
+  s: RecycleSettings,
+  m: NodeMapping,
+  session: RemoteSession,
+  mode: ProxyMode,
+  before: NodeRead,
+  targets: ProbeTarget[],
+): Promise<{ result: NodeRecycleResult; after?: ProbeOutcome[] }> {
+  const r = await switchNodeInner(s, m, session, mode, before, targets);
+  return 'result' in r ? r : { result: r };
+}
+
+async function switchNodeInner(
+  s: RecycleSettings,
+  m: NodeMapping,
+  session: RemoteSession,
+  mode: ProxyMode,
+  before: NodeRead,
+  targets: ProbeTarget[],
+): Promise<NodeRecycleResult | { result: NodeRecycleResult; after: ProbeOutcome[] }> {
   const node = m.node;
-  // read with the ipvs table when ipvs is the target, so a node already there is verified from this read
-  const before = await readNodeProxyState(session, s.metricsBindAddress, mode === 'ipvs');
   const stale = m.pod ? s.olderConfig?.(m.pod) : undefined;
   if (before.mode === mode && !stale) {
     const v = await verifyNode(s, session, mode, m.pod, before);
@@ -220,10 +241,10 @@ async function switchNode(s: RecycleSettings, m: NodeMapping, session: RemoteSes
       ...(logTail ? { logTail } : {}),
     };
   }
-  const v = await verifyNode(s, session, mode, outcome.pod);
+  const v = await verifyNode(s, session, mode, outcome.pod, undefined, targets);
   if (!v.ok) {
     const logTail = await tailLog(s, outcome.pod);
     return { node, status: 'failed', message: `pod ${newName}: ${v.message}`, deleted: true, ...(v.check ? { failedCheck: v.check } : {}), ...(logTail ? { logTail } : {}) };
   }
-  return { node, status: 'changed', message: `pod ${name} (${now}) replaced by ${newName}, verified: ${v.message}`, deleted: true };
+  return { result: { node, status: 'changed', message: `pod ${name} (${now}) replaced by ${newName}, verified: ${v.message}`, deleted: true }, after: v.state.probes };
 }

@@ -161,7 +161,7 @@ export function proxierFromLog(log: string): string | undefined {
 export function statusScript(host: Host, metricsBindAddress: string): string {
   const ipvs = { ...host.settings, mode: 'ipvs' as const };
   const facts = factsScript({ packages: packagesToProbe(), modules: modulesToProbe(ipvs), files: MANAGED_FILES.map((f) => f.path) });
-  return [facts, nodeCheckScript(metricsBindAddress, false), nodeReadScript('summary')].map((part) => `(\n${part}\n)`).join('\n');
+  return [facts, nodeCheckScript(metricsBindAddress), nodeReadScript('summary')].map((part) => `(\n${part}\n)`).join('\n');
 }
 
 function prerequisitesOf(host: Host, stdout: string): Prerequisites {

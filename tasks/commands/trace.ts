@@ -155,7 +155,7 @@ async function traceLive(opts: TraceOptions, ref: ServiceRef, err: (line: string
   let stdout: string;
   try {
     const session = await sessions.get(host);
-    const script = [nodeCheckScript(conf.metricsBindAddress, false), nodeReadScript('dump')].map((p) => `(\n${p}\n)`).join('\n');
+    const script = [nodeCheckScript(conf.metricsBindAddress), nodeReadScript('dump')].map((p) => `(\n${p}\n)`).join('\n');
     stdout = (await session.run(script, { timeoutMs: 120_000 })).stdout;
   } finally {
     await sessions.closeAll();

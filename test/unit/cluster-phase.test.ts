@@ -8,9 +8,8 @@ import { acquireLock } from '../../tasks/cluster/lock.ts';
 import { clusterWish, runClusterPhase, type ClusterPhaseOptions } from '../../tasks/cluster/phase.ts';
 import { parseInventoryText } from '../../tasks/inventory/load.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
-import type { SessionPool } from '../../tasks/remote/sessions.ts';
-import type { RemoteSession } from '../../tasks/remote/ssh.ts';
 import type { StepResult } from '../../tasks/run/results.ts';
+import { fakeNodeSessions, type ProbeAnswer } from './fake-node-sessions.ts';
 import { memoryRuntime, startTestApiServer, IPVS_IPSET_MISSING, type TestApiServer } from '../apiserver/server.ts';
 
 // The cluster phase against the in-repo API server (real client-node, real REST, simulated DaemonSet
@@ -38,31 +37,8 @@ function inventory(extra = ''): Host[] {
   ).hosts;
 }
 
-/** A node as seen over SSH: the mode its (simulated) kube-proxy last started in. */
-function fakeSessions(modeOf: (node: string) => string | null, answers?: (node: string, mode: string | null, ip: string, port: number) => boolean): SessionPool {
-  const session = (host: Host) =>
-    ({
-      execs: 0,
-      async run(script: string) {
-        const mode = modeOf(host.name);
-        const b64 = (s: string) => Buffer.from(s).toString('base64');
-        if (script.includes('@@kpm:probe')) {
-          const lines = [...script.matchAll(/^probe (\d+) \w+ '?([^' ]+)'? (\d+)/gm)].map(([, i, ip, port]) => {
-            const ok = answers ? answers(host.name, mode, ip!, Number(port)) : true;
-            return `@@kpm:probe ${i} ${ok ? 0 : 7} 3 ${b64(ok ? 'TLS ok, HTTP 403' : 'curl: (28) Connection timed out')}`;
-          });
-          return { stdout: lines.join('\n') + '\n', stderr: '', code: 0, signal: null, ms: 1 };
-        }
-        let out = mode ? `@@kpm:mode 0 ${b64(mode)}\n` : `@@kpm:mode 7 ${b64('curl: (7) Failed to connect')}\n`;
-        if (script.includes('ipvsadm -Ln')) {
-          const table = mode === 'ipvs' ? 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\nTCP  10.96.0.1:443 rr\n' : '';
-          out += `@@kpm:ipvs 0 ${b64(table)}\n`;
-        }
-        return { stdout: out, stderr: '', code: 0, signal: null, ms: 1 };
-      },
-    }) as unknown as RemoteSession;
-  return { get: async (h: Host) => session(h), execs: async () => 0, closeAll: async () => {} } as unknown as SessionPool;
-}
+/** the SSH execs of the last run, per node */
+let execsOf = new Map<string, number>();
 
 async function setup(opts: { crash?: (node: string, mode: string) => string | undefined } = {}) {
   const runtime = memoryRuntime({ crash: (n, c) => opts.crash?.(n, c.mode) });
@@ -75,7 +51,9 @@ async function setup(opts: { crash?: (node: string, mode: string) => string | un
   return { runtime, modeOf };
 }
 
-async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) => string | null; answers?: (node: string, mode: string | null, ip: string, port: number) => boolean }) {
+async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) => string | null; answers?: ProbeAnswer }) {
+  const fake = fakeNodeSessions(over.modeOf, over.answers);
+  execsOf = fake.execs;
   const steps: StepResult[] = [];
   const lines: string[] = [];
   const hosts = inventory();
@@ -94,7 +72,7 @@ async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) =>
     inventoryHosts: hosts,
     targets: hosts,
     readiness: async () => ({ ready: true }),
-    sessions: fakeSessions(over.modeOf, over.answers),
+    sessions: fake.sessions,
     emit: (r) => steps.push(r),
     out: (l) => lines.push(l),
     ...over,
@@ -123,11 +101,14 @@ describe('cluster phase against the test API server', () => {
     expect(steps.find((s) => s.host === 'node2' && s.name === 'kube-proxy')!.message).toMatch(/verified: \/proxyMode: ipvs, log: Using ipvs Proxier, ipvsadm: 10.96.0.1:443/);
     expect(maxUnavailable()).toBe(1);
     expect(outcome.backup).toMatch(/kube-proxy-configmap-backup-.*\.yaml$/);
+    // two SSH execs per switched node: the read before (mode, probes) and the verification after (mode, table, probes)
+    expect(Object.fromEntries(execsOf)).toEqual({ node1: 2, node2: 2, node3: 2 });
 
-    // rerun: no ConfigMap write, no DELETE, every node ok
+    // rerun: no ConfigMap write, no DELETE, every node ok, from one read each
     const before = writes().length;
     const again = await run({ modeOf });
     expect(again.outcome.ok).toBe(true);
+    expect(Object.fromEntries(execsOf)).toEqual({ node1: 1, node2: 1, node3: 1 });
     expect(writes().length).toBe(before);
     expect(again.steps.filter((s) => s.name === 'kube-proxy').every((s) => s.status === 'ok')).toBe(true);
 

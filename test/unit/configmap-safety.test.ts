@@ -8,9 +8,8 @@ import { runClusterPhase } from '../../tasks/cluster/phase.ts';
 import { provision } from '../../tasks/commands/provision.ts';
 import { parseInventoryText } from '../../tasks/inventory/load.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
-import type { SessionPool } from '../../tasks/remote/sessions.ts';
-import type { RemoteSession } from '../../tasks/remote/ssh.ts';
 import type { StepResult } from '../../tasks/run/results.ts';
+import { fakeNodeSessions } from './fake-node-sessions.ts';
 import { kubeadmProxyConfig, memoryRuntime, startTestApiServer, type TestApiServer } from '../apiserver/server.ts';
 
 // kube-proxy's ConfigMap as the tool finds it, when it is not what it should be: the run refuses before
@@ -171,7 +170,7 @@ describe('the ConfigMap backup', () => {
       inventoryHosts: hosts,
       targets: hosts,
       readiness: async () => ({ ready: true }),
-      sessions: nodesAnswering(modeOf),
+      sessions: fakeNodeSessions(modeOf).sessions,
       emit: () => {},
       out: () => {},
     });
@@ -185,25 +184,3 @@ describe('the ConfigMap backup', () => {
     expect(original).toContain('mode: ""');
   });
 });
-
-/** Nodes as seen over SSH: /proxyMode answers the mode their (simulated) kube-proxy runs; probes answer. */
-function nodesAnswering(modeOf: (node: string) => string | null): SessionPool {
-  const b64 = (s: string) => Buffer.from(s).toString('base64');
-  const session = (host: Host) =>
-    ({
-      execs: 0,
-      async run(script: string) {
-        const mode = modeOf(host.name);
-        if (script.includes('@@kpm:probe')) {
-          const lines = [...script.matchAll(/^probe (\d+) /gm)].map(([, i]) => `@@kpm:probe ${i} 0 3 ${b64('TLS ok, HTTP 403')}`);
-          return { stdout: lines.join('\n') + '\n', stderr: '', code: 0, signal: null, ms: 1 };
-        }
-        let out = mode ? `@@kpm:mode 0 ${b64(mode)}\n` : `@@kpm:mode 7 ${b64('curl: (7) Failed to connect')}\n`;
-        if (script.includes('ipvsadm -Ln')) {
-          out += `@@kpm:ipvs 0 ${b64(mode === 'ipvs' ? 'Prot LocalAddress:Port Scheduler Flags\nTCP  10.96.0.1:443 rr\n' : '')}\n`;
-        }
-        return { stdout: out, stderr: '', code: 0, signal: null, ms: 1 };
-      },
-    }) as unknown as RemoteSession;
-  return { get: async (h: Host) => session(h), execs: async () => 0, closeAll: async () => {} } as unknown as SessionPool;
-}

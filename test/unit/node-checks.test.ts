@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ipvsHasVirtualServer, metricsEndpoint, nodeCheckScript, parseNodeCheck, proxierLine } from '../../tasks/cluster/node-checks.ts';
+import { parseProbeOutput } from '../../tasks/cluster/probes.ts';
 
 // The node check script runs here for real against a local HTTP server standing in for kube-proxy's
 // metrics endpoint, with curl and (PATH without curl) with bash's /dev/tcp.
@@ -54,21 +55,52 @@ describe('node check', () => {
   });
 
   test('reads /proxyMode with curl', async () => {
-    expect(parseNodeCheck(await run(nodeCheckScript(`127.0.0.1:${port}`, false)))).toEqual({ mode: 'ipvs' });
+    expect(parseNodeCheck(await run(nodeCheckScript(`127.0.0.1:${port}`)))).toEqual({ mode: 'ipvs' });
   });
 
   test('reads /proxyMode with bash /dev/tcp where there is no curl', async () => {
-    expect(parseNodeCheck(await run(nodeCheckScript(`127.0.0.1:${port}`, false), join(dir, 'bin')))).toEqual({ mode: 'ipvs' });
+    expect(parseNodeCheck(await run(nodeCheckScript(`127.0.0.1:${port}`), join(dir, 'bin')))).toEqual({ mode: 'ipvs' });
   });
 
   test('nothing listening: no mode, and the reason', async () => {
-    const s = parseNodeCheck(await run(nodeCheckScript('127.0.0.1:1', false)));
+    const s = parseNodeCheck(await run(nodeCheckScript('127.0.0.1:1')));
     expect(s.mode).toBeNull();
     expect(s.error).toMatch(/connect|refused/i);
   });
 
+  test('one exec waits for the expected mode (a kube-proxy whose metrics lag its readiness), then runs the probes', async () => {
+    // answers iptables twice, then ipvs: the restarted kube-proxy's metrics server catching up
+    let calls = 0;
+    const lagging = createServer((req, res) => {
+      calls++;
+      res.writeHead(200);
+      res.end(req.url === '/proxyMode' ? (calls <= 2 ? 'iptables' : 'ipvs') : 'ok');
+    });
+    await new Promise<void>((r) => lagging.listen(0, '127.0.0.1', r));
+    const lp = (lagging.address() as AddressInfo).port;
+    try {
+      const probes = [
+        { service: 'default/web', via: 'ClusterIP' as const, ip: '127.0.0.1', port: lp, kind: 'http' as const, path: '/' },
+        { service: 'default/gone', via: 'ClusterIP' as const, ip: '127.0.0.1', port: 1, kind: 'tcp' as const },
+      ];
+      const out = await run(nodeCheckScript(`127.0.0.1:${lp}`, { expect: 'ipvs', probes }));
+      expect(parseNodeCheck(out)).toEqual({ mode: 'ipvs' });
+      expect(calls).toBeGreaterThanOrEqual(4); // 3 mode reads + the HTTP probe
+      const [web, gone] = parseProbeOutput(out, 2);
+      expect(web).toMatchObject({ ok: true, detail: 'HTTP 200' });
+      expect(gone!.ok).toBe(false);
+
+      // without `expect`, one read: whatever the node answers first
+      calls = 0;
+      expect(parseNodeCheck(await run(nodeCheckScript(`127.0.0.1:${lp}`)))).toEqual({ mode: 'iptables' });
+      expect(calls).toBe(1);
+    } finally {
+      lagging.close();
+    }
+  });
+
   test('ipvsadm output is carried when asked for; a missing ipvsadm is null', async () => {
-    const s = parseNodeCheck(await run(nodeCheckScript(`127.0.0.1:${port}`, true), join(dir, 'bin')));
+    const s = parseNodeCheck(await run(nodeCheckScript(`127.0.0.1:${port}`, { ipvs: true }), join(dir, 'bin')));
     expect(s.ipvs).toBeNull();
   });
 
