@@ -55,6 +55,19 @@ export function serviceObject(s: VmService): Record<string, unknown> {
   };
 }
 
+/** Its EndpointSlice: the one endpoint the fixture programs, so `trace` finds the dataplane in line with it. */
+export function endpointSliceObject(s: VmService): Record<string, unknown> {
+  const [ip, port] = s.endpoint.split(':');
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: `${s.name}-vm1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port: Number(port), protocol: 'TCP' }],
+    endpoints: [{ addresses: [ip], conditions: { ready: true } }],
+  };
+}
+
 const SCRIPT = path.join(VM_DIR, 'guest', 'kube-proxy-fixture.sh');
 const GUEST_DIR = '/run/kpm-vm-kube-proxy';
 const sq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;

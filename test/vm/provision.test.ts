@@ -1,8 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { status, type StatusReport } from '../../tasks/commands/status.ts';
+import { trace } from '../../tasks/commands/trace.ts';
+import type { ServiceTrace } from '../../tasks/dataplane/trace-types.ts';
 import { startTestApiServer, type TestApiServer } from '../apiserver/server.ts';
 import { runProvision, stepOf, tempDir } from '../lab/helpers.ts';
 import { DEFAULT_MODULES, installed, ipvsConns, keepRun, lsmod, writeVmInventory } from './support.ts';
-import { KUBERNETES_SERVICE, serviceObject, vmKubeProxyRuntime, WEB_SERVICE, type VmKubeProxyRuntime } from './kube-proxy-fixture.ts';
+import { endpointSliceObject, KUBERNETES_SERVICE, serviceObject, vmKubeProxyRuntime, WEB_SERVICE, type VmKubeProxyRuntime } from './kube-proxy-fixture.ts';
 import { GUEST_IP, startVms, type VmCluster } from './vm.ts';
 
 // The tool against real Debian bookworm guests with Debian's stock 6.1 kernel under QEMU: the node
@@ -35,6 +38,16 @@ const configConfOf = (server: TestApiServer) => (server.store.get('configmaps', 
 const proxyMode = async (n: string) => (await vms.exec(n, 'curl -s --max-time 5 127.0.0.1:10249/proxyMode')).stdout.trim();
 const full = () => ({ tags: ['node', 'cluster'], cluster: { podTimeoutS: 180, backupDir: tempDir('kpm-vm-bk-') } });
 const forEachVm = <T>(fn: (n: string) => Promise<T>) => Promise.all(NAMES.map(fn));
+
+/** `status --json` of the guests, read through the tool's own command. */
+async function statusOf(label: string, inv: string): Promise<{ code: number; report: StatusReport; text: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await status({ inventory: inv, json: true, out: (l) => out.push(l), err: (l) => err.push(l) });
+  const text = `${out.join('\n')}\n${err.join('\n')}`;
+  keepRun(`status-${label}`, { code, out: text, err: '', report: { hosts: {}, summary: {} } } as never);
+  return { code, report: JSON.parse(out.join('\n')) as StatusReport, text };
+}
 
 describe('node phase on real Debian guests (stock kernel, real modules)', () => {
   test('first run on fresh guests: packages installed by the tool, both module files written, the real modules loaded; nf_conntrack_ipv4 neither loaded nor a failure', async () => {
@@ -112,6 +125,21 @@ describe('node phase on real Debian guests (stock kernel, real modules)', () => 
     const r = keepRun('after-reboot', await runProvision(inventory()));
     expect(r.code, r.out).toBe(0);
     expect(r.report.summary.changed, r.out).toBe(0);
+
+    // `status` reads the same from each rebooted guest: prerequisites met, modules loaded, files persisted
+    const rt = vmKubeProxyRuntime(vms);
+    const server = await startTestApiServer({ nodes: NAMES.map((name) => ({ name, internalIP: GUEST_IP })), runtime: rt, recreateDelayMs: 100 });
+    try {
+      const s = await statusOf('after-reboot', inventory({ kubeconfig: server.kubeconfigPath }));
+      expect(s.code, s.text).toBe(0);
+      for (const n of NAMES) {
+        const st = s.report.nodes.find((x) => x.node === n)!;
+        expect(st.runningMode, s.text).toBe('iptables');
+        expect(st.prerequisites, s.text).toMatchObject({ packagesMissing: [], modulesNotLoaded: [], filesNotPersisted: [] });
+      }
+    } finally {
+      await server.close();
+    }
   });
 });
 
@@ -171,6 +199,7 @@ describe('the whole flow with the test API server; kube-proxy fixture on real IP
     // the nodes' kube-proxy starts in iptables mode (config.conf's mode "") when the server comes up
     api = await startTestApiServer({ nodes: NAMES.map((name) => ({ name, internalIP: GUEST_IP })), runtime, recreateDelayMs: 100 });
     api.store.create('services', serviceObject(WEB_SERVICE) as never);
+    api.store.create('endpointslices', endpointSliceObject(WEB_SERVICE) as never);
     expect(runtime.starts.map((s) => `${s.node} ${s.mode} ${s.ready}`).sort()).toEqual(NAMES.map((n) => `${n} iptables true`));
     await forEachVm(async (n) => {
       expect(await proxyMode(n)).toBe('iptables');
@@ -226,6 +255,30 @@ describe('the whole flow with the test API server; kube-proxy fixture on real IP
       }
       expect(after).toBe(conns + 1);
     });
+  });
+
+  test('status and trace read the real IPVS table: every guest in ipvs, in sync; default/web through its virtual server to the real server', async () => {
+    const inv = inventory({ kubeconfig: api!.kubeconfigPath });
+    const s = await statusOf('after-switch', inv);
+    expect(s.code, s.text).toBe(0);
+    expect(s.report.nodes.map((x) => `${x.node} ${x.runningMode}`)).toEqual(NAMES.map((n) => `${n} ipvs`));
+    for (const n of NAMES) {
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await trace({ service: 'default/web', inventory: inv, node: n, json: true, out: (l) => out.push(l), err: (l) => err.push(l) });
+      keepRun(`trace-${n}`, { code, out: out.join('\n'), err: err.join('\n') } as never);
+      expect(code, `${out.join('\n')}\n${err.join('\n')}`).toBe(0);
+      const t = JSON.parse(out.join('\n')) as ServiceTrace;
+      expect(t.mode).toBe('ipvs');
+      expect(t.warnings).toEqual([]);
+      // the ClusterIP and the NodePort virtual servers, each to the guest's backend, as the kernel holds them
+      const clusterIP = t.frontends.find((f) => f.kind === 'ClusterIP');
+      expect(clusterIP, out.join('\n')).toMatchObject({ address: '10.96.100.10:80', protocol: 'TCP', scheduler: 'rr' });
+      expect(clusterIP!.backends.map((b) => [b.address, b.share])).toEqual([['10.0.2.15:8080', 1]]);
+      const nodePort = t.frontends.find((f) => f.kind === 'NodePort');
+      expect(nodePort?.address, out.join('\n')).toMatch(/:30080$/);
+      expect(nodePort!.backends.map((b) => b.address)).toEqual(['10.0.2.15:8080']);
+    }
   });
 
   test('rerun: no ConfigMap write, no pod deleted, every node ok', async () => {
