@@ -30,7 +30,7 @@ export function applyScript(plan: NodePlan, factsScript: string): string {
   let s = LIBRARY + '\n';
   const pm = plan.packageManager!;
   if (plan.install.length > 0) {
-    const install = pm.install(plan.install);
+    const install = pm.install(plan.install, plan.packageLockTimeoutS);
     // A package "not found" on a node whose package lists are empty or stale is the normal first-run case
     // on fresh cloud images: refresh the lists once and try again.
     const retry = pm.refresh ? ` || { ${pm.refresh} && ${install}; }` : '';
@@ -41,14 +41,20 @@ export function applyScript(plan: NodePlan, factsScript: string): string {
     );
   }
   for (const f of plan.files) {
-    if (f.action === 'none') continue;
+    if (f.action === 'none' && f.strays.length === 0) continue;
     const name = stepNameForFile(f.file.path);
     const owner = `${f.file.owner}:${f.file.group}`;
-    const msg = f.action === 'attributes' ? `set ${f.attributeChanges.join(', ')}` : `${f.action === 'create' ? 'created' : 'updated'} ${f.file.path}`;
-    const cmd =
-      f.action === 'attributes'
-        ? `kpm_attrs ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)}`
-        : `kpm_put ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)} ${shQuote(Buffer.from(f.content).toString('base64'))}`;
+    const msg = [
+      f.action === 'none' ? '' : f.action === 'attributes' ? `set ${f.attributeChanges.join(', ')}` : `${f.action === 'create' ? 'created' : 'updated'} ${f.file.path}`,
+      f.strays.length ? `removed ${strayNote(f.strays)}` : '',
+    ].filter(Boolean).join('; ');
+    const write =
+      f.action === 'none'
+        ? []
+        : f.action === 'attributes'
+          ? [`kpm_attrs ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)}`]
+          : [`kpm_put ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)} ${shQuote(Buffer.from(f.content).toString('base64'))}`];
+    const cmd = [...(f.strays.length ? [`rm -f -- ${f.strays.map(shQuote).join(' ')}`] : []), ...write].join(' && ');
     s += step(
       name,
       `if ${cmd} >>"$KPM_LOG" 2>&1; then kpm_report ${shQuote(name)} changed ${shQuote(msg)}; ` +
@@ -64,6 +70,11 @@ export function applyScript(plan: NodePlan, factsScript: string): string {
   s += `printf '%s\\n' ${shQuote(READBACK_MARKER)}\n`;
   s += `bash --noprofile --norc -c ${shQuote(factsScript)}\n`;
   return s;
+}
+
+/** "the temporary file(s) P of a write that was cut off" */
+export function strayNote(strays: string[]): string {
+  return `the temporary file${strays.length > 1 ? 's' : ''} ${strays.join(', ')} of a write that was cut off`;
 }
 
 export function stepNameForFile(path: string): string {

@@ -22,8 +22,12 @@ export interface PackageManager {
   name: PackageManagerName;
   /** the executable looked up on the node to tell whether this manager is present */
   command: string;
-  /** the full, non-interactive shell command installing `pkgs` (each quoted with shQuote) */
-  install: (pkgs: string[]) => string;
+  /**
+   * the full, non-interactive shell command installing `pkgs` (each quoted with shQuote); it waits up to
+   * `lockTimeoutS` for another package manager run to let go of the lock where the manager can be told
+   * so (apt, zypper; dnf and yum wait on their own, bounded by kpm_command_timeout)
+   */
+  install: (pkgs: string[], lockTimeoutS?: number) => string;
   /** refreshes the package lists; used once when an install reports unknown packages or empty lists */
   refresh?: string;
 }
@@ -63,6 +67,14 @@ function checkPackages(manager: string, pkgs: string[]): void {
   }
 }
 
+/** kpm_package_lock_timeout's default: seconds to wait for another package manager run's lock */
+export const DEFAULT_LOCK_TIMEOUT_S = 120;
+
+function lockTimeout(s: number): number {
+  if (!Number.isInteger(s) || s < 0) throw new Error(`invalid package lock timeout ${s}`);
+  return s;
+}
+
 /** A manager whose executable is its name and whose install is `<command> <packages>`. */
 function simpleManager(name: PackageManagerName, install: string, refresh: string): PackageManager {
   return {
@@ -80,12 +92,12 @@ export const PACKAGE_MANAGERS: Readonly<Record<PackageManagerName, PackageManage
   apt: {
     name: 'apt',
     command: 'apt-get',
-    install: (pkgs) => {
+    install: (pkgs, lockTimeoutS = DEFAULT_LOCK_TIMEOUT_S) => {
       checkPackages('apt', pkgs);
       // Fresh cloud nodes often run unattended-upgrades at boot: wait for dpkg's lock rather than fail
       // at once (apt >= 1.9.11 honours the option; older apt ignores it).
       return (
-        'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=120' +
+        `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=${lockTimeout(lockTimeoutS)}` +
         ' -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ' +
         shWords(pkgs)
       );
@@ -94,7 +106,13 @@ export const PACKAGE_MANAGERS: Readonly<Record<PackageManagerName, PackageManage
   },
   dnf: simpleManager('dnf', 'dnf -y -q install', 'dnf -y -q makecache --refresh'),
   yum: simpleManager('yum', 'yum -y -q install', 'yum -y -q makecache'),
-  zypper: simpleManager('zypper', 'zypper --non-interactive --quiet install --no-recommends', 'zypper --non-interactive --quiet refresh'),
+  zypper: {
+    ...simpleManager('zypper', 'zypper --non-interactive --quiet install --no-recommends', 'zypper --non-interactive --quiet refresh'),
+    install: (pkgs, lockTimeoutS = DEFAULT_LOCK_TIMEOUT_S) => {
+      checkPackages('zypper', pkgs);
+      return `ZYPP_LOCK_TIMEOUT=${lockTimeout(lockTimeoutS)} zypper --non-interactive --quiet install --no-recommends ${shWords(pkgs)}`;
+    },
+  },
 };
 
 /** The order used when the family is unknown. */

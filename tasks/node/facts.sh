@@ -185,10 +185,15 @@ kpm_facts() {
   done
 
   # --- managed files ------------------------------------------------------------------------------------
-  local f p st mode owner group size h cap=1048576
+  local f p st mode owner group size h cap=1048576 t
+  local -a strays
   for f in "${files[@]}"; do
     printf '@@kpm:file %s\n' "$f"
     p=$R$f
+    # temporary files of a write that was cut off (kpm_put's names: .NAME.kpm-XXXXXX, next to the file)
+    strays=()
+    for t in "${p%/*}/.${p##*/}".kpm-??????; do [[ -e $t || -L $t ]] && strays+=("${t##*/}"); done
+    ((${#strays[@]})) && printf 'strays=%s\n' "${strays[*]}"
     if [[ ! -e $p ]]; then printf 'exists=0\n'; continue; fi
     printf 'exists=1\n'
     if [[ -f $p ]]; then printf 'type=file\n'; elif [[ -d $p ]]; then printf 'type=directory\n'; else printf 'type=other\n'; fi

@@ -31,6 +31,8 @@ export interface FileFact {
   size?: number;
   /** false when the file exists but the remote user may not read it (not running as root) */
   readable?: boolean;
+  /** full paths of temporary files left next to it by a write that was cut off (connection lost, power) */
+  strays?: string[];
 }
 
 export interface ModuleProbe {
@@ -318,6 +320,18 @@ function fileFact(path: string, section: Section): FileFact {
   const exists = kv.get('exists');
   if (exists !== '0' && exists !== '1') throw new FactsParseError(`file ${path}: missing or bad "exists" line`);
   const fact: FileFact = { path, exists: exists === '1' };
+  const strays = kv.get('strays');
+  if (strays) {
+    const base = path.slice(path.lastIndexOf('/') + 1);
+    const dir = path.slice(0, path.lastIndexOf('/'));
+    for (const name of strays.split(' ')) {
+      // only kpm_put's own names are ever deleted
+      if (!name.startsWith(`.${base}.kpm-`) || !/^\.[A-Za-z0-9_.+-]+\.kpm-[A-Za-z0-9]{6}$/.test(name)) {
+        throw new FactsParseError(`file ${path}: bad temporary file name ${preview(name)}`);
+      }
+      (fact.strays ??= []).push(`${dir}/${name}`);
+    }
+  }
   if (!fact.exists) return fact;
   const type = kv.get('type');
   if (type === 'file' || type === 'directory' || type === 'other') fact.type = type;

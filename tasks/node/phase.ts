@@ -2,7 +2,7 @@ import type { Host } from '../inventory/types.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
 import type { Interrupt } from '../run/interrupt.ts';
 import { stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
-import { applyScript, parseApplyOutput, stepNameForFile } from './apply.ts';
+import { applyScript, parseApplyOutput, stepNameForFile, strayNote, type StepLine } from './apply.ts';
 import { factsScript, parseFacts, type Facts } from './facts.ts';
 import { MANAGED_FILES, modulesToProbe } from './ipvs-requirements.ts';
 import { packagesToProbe, planIsNoop, planNode, type NodePlan } from './plan.ts';
@@ -99,20 +99,38 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   }
 
   // 3. apply, with the read-back in the same exec
+  // A cut-off apply (connection lost, node powered off, script killed): the steps the node reported
+  // before the cut stand as reported; the first change it did not report is where it stopped.
+  const cutOff = (reported: StepLine[], why: string) => {
+    const seen = new Map(reported.filter((l) => l.status !== 'ran').map((l) => [l.name, l]));
+    let failed = false;
+    for (const name of CHANGE_STEPS) {
+      const line = seen.get(name);
+      const planned = plannedStep(plan, name, false);
+      if (failed) record(name, 'skipped', 'not run: an earlier step failed');
+      else if (line) record(name, line.status as StepStatus, line.message, line.status === 'changed' ? fileDiff(plan, name) : undefined);
+      else if (planned.status !== 'changed') record(name, planned.status, planned.message);
+      else {
+        record(name, 'failed', `${why} (the node may be partly changed; a rerun converges it)`);
+        failed = true;
+      }
+    }
+    record('verify', failed ? 'skipped' : 'failed', failed ? 'not run: an earlier step failed' : `${why} before the node was read back`);
+  };
   let out;
   try {
     const res = await session.run(applyScript(plan, script));
     out = parseApplyOutput(res.stdout);
     if (out.readback === '' && res.code !== 0) {
-      throw new Error(`apply script exited ${res.code ?? res.signal}: ${tail(res.stderr || res.stdout)}`);
+      const why =
+        res.code === null && !res.signal
+          ? 'the connection to the node was lost'
+          : `the apply script ended with ${res.code !== null ? `exit ${res.code}` : `signal ${res.signal}`}${res.stderr.trim() ? `: ${tail(res.stderr)}` : ''}`;
+      cutOff(out.steps, why);
+      return { steps, plan, facts };
     }
   } catch (e) {
-    // The connection dropped or the script died: what it did is unknown from here, so say so.
-    const msg = `${(e as Error).message} (the node may be partly changed; a rerun converges it)`;
-    const done = new Set(steps.map((s) => s.name));
-    const next = NODE_STEPS.find((n) => !done.has(n))!;
-    record(next, 'failed', msg);
-    skipRest(NODE_STEPS.indexOf(next) + 1, 'not run: an earlier step failed');
+    cutOff([], (e as Error).message);
     return { steps, plan, facts };
   }
   const reported = new Map(out.steps.map((s) => [s.name, s]));
@@ -173,12 +191,17 @@ function plannedStep(plan: NodePlan, name: string, dryRun: boolean): { status: S
     case 'ipvs.modules':
     case 'modules-load.d': {
       const f = plan.files.find((x) => stepNameForFile(x.file.path) === name)!;
-      if (f.action === 'none') return { status: 'ok', message: `${f.file.path} is up to date` };
+      const strays = f.strays.length ? `remove ${strayNote(f.strays)}` : '';
+      if (f.action === 'none') {
+        return strays ? { status: 'changed', message: `${would}${strays}; ${f.file.path} is up to date` } : { status: 'ok', message: `${f.file.path} is up to date` };
+      }
       const verb = { create: 'create', update: 'update', attributes: 'set' }[f.action];
       const what = f.action === 'attributes' ? `${f.attributeChanges.join(', ')} on ${f.file.path}` : f.file.path;
       return {
         status: 'changed',
-        message: `${would}${verb} ${what}${f.action === 'update' && f.attributeChanges.length ? ` (and ${f.attributeChanges.join(', ')})` : ''}`,
+        message:
+          `${would}${verb} ${what}${f.action === 'update' && f.attributeChanges.length ? ` (and ${f.attributeChanges.join(', ')})` : ''}` +
+          (strays ? `, and ${strays}` : ''),
         ...(f.diff ? { diff: f.diff } : {}),
       };
     }
@@ -209,6 +232,7 @@ export function verify(plan: NodePlan, after: Facts): string[] {
   if (notInstalled.length) problems.push(`not installed: ${notInstalled.join(', ')}`);
   for (const f of plan.files) {
     const cur = after.files[f.file.path];
+    if (cur?.strays?.length) problems.push(`left behind: ${cur.strays.join(', ')}`);
     if (!cur?.exists) problems.push(`${f.file.path} is missing`);
     else if (cur.content !== f.content) problems.push(`${f.file.path} content differs from the template`);
     else if (cur.mode !== f.file.mode || cur.owner !== f.file.owner || cur.group !== f.file.group)

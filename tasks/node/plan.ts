@@ -23,6 +23,8 @@ export interface FilePlan {
   diff: string;
   /** e.g. "mode 644 -> 755" */
   attributeChanges: string[];
+  /** temporary files of an earlier write that was cut off, removed by this one */
+  strays: string[];
 }
 
 export interface NodePlan {
@@ -34,6 +36,8 @@ export interface NodePlan {
   error?: string;
   family?: OsFamily;
   packageManager?: PackageManager;
+  /** kpm_package_lock_timeout of the host */
+  packageLockTimeoutS?: number;
   /** every package IPVS mode needs, in this family's names */
   packages: string[];
   install: string[];
@@ -83,6 +87,7 @@ export function planNode(host: Host, facts: Facts): NodePlan {
     };
   }
   plan.packageManager = PACKAGE_MANAGERS[pmName];
+  plan.packageLockTimeoutS = host.run.packageLockTimeout;
 
   if (facts.user !== 'root') {
     return {
@@ -126,8 +131,9 @@ export function planNode(host: Host, facts: Facts): NodePlan {
 
 function planFile(file: ManagedFile, content: string, facts: Facts): FilePlan {
   const cur = facts.files[file.path];
+  const strays = cur?.strays ?? [];
   if (!cur || !cur.exists) {
-    return { file, content, action: 'create', diff: unifiedDiff(file.path, null, content), attributeChanges: [] };
+    return { file, content, action: 'create', diff: unifiedDiff(file.path, null, content), attributeChanges: [], strays };
   }
   const attributeChanges: string[] = [];
   if (cur.mode !== file.mode) attributeChanges.push(`mode ${cur.mode ?? '?'} -> ${file.mode}`);
@@ -135,18 +141,18 @@ function planFile(file: ManagedFile, content: string, facts: Facts): FilePlan {
     attributeChanges.push(`owner ${cur.owner ?? '?'}:${cur.group ?? '?'} -> ${file.owner}:${file.group}`);
   const same = !cur.tooLarge && cur.content === content;
   if (same) {
-    return { file, content, action: attributeChanges.length ? 'attributes' : 'none', diff: '', attributeChanges };
+    return { file, content, action: attributeChanges.length ? 'attributes' : 'none', diff: '', attributeChanges, strays };
   }
   const diff = cur.tooLarge
     ? `--- ${file.path}\n+++ ${file.path}\n@@ current file is too large to show; it is replaced @@\n`
     : unifiedDiff(file.path, cur.content ?? '', content);
-  return { file, content, action: 'update', diff, attributeChanges };
+  return { file, content, action: 'update', diff, attributeChanges, strays };
 }
 
 /** Nothing to change on the node: the rerun that says so without a second exec. */
 export function planIsNoop(plan: NodePlan): boolean {
   return (
     !plan.error &&
-    (!plan.applicable || (plan.install.length === 0 && plan.load.length === 0 && plan.files.every((f) => f.action === 'none')))
+    (!plan.applicable || (plan.install.length === 0 && plan.load.length === 0 && plan.files.every((f) => f.action === 'none' && f.strays.length === 0)))
   );
 }

@@ -669,6 +669,25 @@ describe('parseFacts robustness', () => {
   });
 });
 
+describe('temporary files of a write that was cut off', () => {
+  it('lists the ones kpm_put leaves next to a managed file (.NAME.kpm-XXXXXX), and nothing else', () => {
+    const node = buildNode('ubuntu-22.04');
+    const dir = join(node.root, dirname(MODULES_CONF));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, '.ipvs.conf.kpm-Ab12Cd'), 'ip_vs\n');
+    writeFileSync(join(dir, '.ipvs.conf.kpm-short'), ''); // not mktemp's six characters
+    writeFileSync(join(dir, '.other.conf.kpm-Ab12Cd'), ''); // another file's
+    const r = runOn(node);
+    expect(r.stderr).toBe('');
+    const f = parseFacts(r.stdout);
+    expect(f.files[MODULES_CONF]!.strays).toEqual([`${MODULES_CONF.replace('ipvs.conf', '.ipvs.conf.kpm-Ab12Cd')}`]);
+    expect(f.files[MODULES_SCRIPT]!.strays).toBeUndefined();
+    // only names of that shape are ever taken (they are deleted by the next run)
+    expect(() => parseFacts(r.stdout.replace('strays=.ipvs.conf.kpm-Ab12Cd', 'strays=../../etc/passwd'))).toThrow(/bad temporary file name/);
+    expect(() => parseFacts(r.stdout.replace('strays=.ipvs.conf.kpm-Ab12Cd', 'strays=.other.conf.kpm-Ab12Cd'))).toThrow(/bad temporary file name/);
+  });
+});
+
 describe('parseOsRelease', () => {
   it('handles quoting, escapes, comments and blank lines', () => {
     expect(

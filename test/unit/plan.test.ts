@@ -143,6 +143,21 @@ describe('node plan', () => {
     expect(p.files[1]!.diff).toContain('-br_netfilter');
   });
 
+  test('temporary files of a write that was cut off: removed by the next run (a converged node is no longer a no-op), checked after', () => {
+    const f = converged(facts());
+    f.files['/etc/modules-load.d/ipvs.conf']!.strays = ['/etc/modules-load.d/.ipvs.conf.kpm-Ab12Cd'];
+    const p = planNode(host(), f);
+    expect(planIsNoop(p)).toBe(false);
+    expect(p.files.map((x) => [x.action, x.strays])).toEqual([
+      ['none', []],
+      ['none', ['/etc/modules-load.d/.ipvs.conf.kpm-Ab12Cd']],
+    ]);
+    const s = applyScript(p, 'echo facts');
+    expect(s).toContain('if kpm_go modules-load.d; then\nif rm -f -- /etc/modules-load.d/.ipvs.conf.kpm-Ab12Cd >>');
+    expect(s).not.toContain('kpm_go ipvs.modules');
+    expect(verify(p, f)).toEqual(['left behind: /etc/modules-load.d/.ipvs.conf.kpm-Ab12Cd']);
+  });
+
   test('verify reads back the target state', () => {
     const p = planNode(host(), facts());
     expect(verify(p, converged(facts()))).toEqual([]);
