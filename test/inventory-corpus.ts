@@ -501,7 +501,7 @@ export function hostileCorpus(t: Target = PLACEHOLDER_TARGET): HostileCase[] {
     const longName = 'n'.repeat(300);
     yamlReject('size-300-character-host-name', 'size', yamlInventory(t, { names: { 0: longName } }), longName, `all.hosts.${keyPart(longName)}`, `${MSG.hostName}${shown(longName)}`);
     const problems = iniInventory(t, { allVars: Array.from({ length: 300 }, (_, i): [string, string] => [`kpm_bad${i}`, '1']) });
-    iniReject('size-300-problems-listed-100', 'size', problems, 'kpm_bad0=', '[all:vars] kpm_bad0', 'unknown tool variable; expected one of kpm_forks, kpm_connect_timeout, kpm_connect_retries, kpm_command_timeout, kpm_known_hosts_file', { problems: 100 });
+    iniReject('size-300-problems-listed-100', 'size', problems, 'kpm_bad0=', '[all:vars] kpm_bad0', 'unknown tool variable; expected one of kpm_forks, kpm_connect_timeout, kpm_connect_retries, kpm_command_timeout, kpm_package_lock_timeout, kpm_known_hosts_file', { problems: 100 });
   }
 
   // --- nesting -----------------------------------------------------------------------------------------

@@ -367,6 +367,7 @@ export function resolveInventory(raw: RawInventory, opts: ResolveOptions): Inven
       connectTimeout: get<number>('kpm_connect_timeout'),
       connectRetries: get<number>('kpm_connect_retries'),
       commandTimeout: get<number>('kpm_command_timeout'),
+      packageLockTimeout: get<number>('kpm_package_lock_timeout'),
       knownHostsFile: expandPath(get<string>('kpm_known_hosts_file'), baseDir),
     };
 

@@ -422,6 +422,12 @@ export const VARIABLES: readonly VarSpec[] = [
   { name: 'kpm_connect_retries', type: integer(0, 10), default: () => 2, doc: 'SSH connect retries' },
   { name: 'kpm_command_timeout', type: seconds, default: () => 300, doc: 'timeout of one remote command, seconds' },
   {
+    name: 'kpm_package_lock_timeout',
+    type: integer(0, 3600),
+    default: () => 120,
+    doc: 'seconds apt (and zypper) wait for another package manager run to release its lock',
+  },
+  {
     name: 'kpm_known_hosts_file',
     type: filePath,
     default: () => path.join(os.homedir(), '.ssh', 'known_hosts'),

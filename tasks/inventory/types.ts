@@ -51,6 +51,8 @@ export interface RunSettings {
   connectRetries: number;
   /** kpm_command_timeout, seconds, default 300 (package installs can be slow) */
   commandTimeout: number;
+  /** kpm_package_lock_timeout, seconds, default 120: the wait for another package manager run's lock */
+  packageLockTimeout: number;
   /** kpm_known_hosts_file, default ~/.ssh/known_hosts (with ~ expanded) */
   knownHostsFile: string;
 }

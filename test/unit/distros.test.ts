@@ -84,8 +84,12 @@ describe('PACKAGE_MANAGERS', () => {
     expect(PACKAGE_MANAGERS.dnf.install(['ipvsadm', 'conntrack-tools'])).toBe('dnf -y -q install ipvsadm conntrack-tools');
     expect(PACKAGE_MANAGERS.yum.install(['ipvsadm'])).toBe('yum -y -q install ipvsadm');
     expect(PACKAGE_MANAGERS.zypper.install(['ipvsadm', 'conntrack-tools'])).toBe(
-      'zypper --non-interactive --quiet install --no-recommends ipvsadm conntrack-tools',
+      'ZYPP_LOCK_TIMEOUT=120 zypper --non-interactive --quiet install --no-recommends ipvsadm conntrack-tools',
     );
+    // kpm_package_lock_timeout
+    expect(PACKAGE_MANAGERS.apt.install(pkgs, 5)).toContain(' -o DPkg::Lock::Timeout=5 ');
+    expect(PACKAGE_MANAGERS.zypper.install(pkgs, 0)).toMatch(/^ZYPP_LOCK_TIMEOUT=0 zypper /);
+    expect(() => PACKAGE_MANAGERS.apt.install(pkgs, -1)).toThrow(/lock timeout/);
   });
 
   it('quotes package names with shQuote', () => {

@@ -92,6 +92,7 @@ describe('the kubespray layout fixture (inventory.ini + group_vars/ + host_vars/
       connectTimeout: 5, // [all:vars], set nowhere else
       connectRetries: 4, // group_vars/etcd.yml (a file, not a directory)
       commandTimeout: 900, // [k8s_cluster:vars], set nowhere else
+      packageLockTimeout: 120,
       knownHostsFile: path.join(HOME, '.ssh/known_hosts'),
     });
 

@@ -68,6 +68,7 @@ describe('kubespray-style inventory (YAML and INI)', () => {
         connectTimeout: 10,
         connectRetries: 2,
         commandTimeout: 600, // kube_control_plane's
+        packageLockTimeout: 120,
         knownHostsFile: path.join(HOME, '.ssh/known_hosts'),
       });
       expect(node1.vars).toMatchObject({
@@ -248,7 +249,7 @@ describe('defaults', () => {
         groups: ['all', 'ungrouped'],
         connection: { address: 'node1.example.com', port: 22, user: os.userInfo().username, become: false, becomeUser: 'root' },
         settings: { mode: 'ipvs', scheduler: 'rr', strictArp: false, excludeCidrs: [], ipvsModules: null },
-        run: { forks: 10, connectTimeout: 10, connectRetries: 2, commandTimeout: 300, knownHostsFile: path.join(HOME, '.ssh/known_hosts') },
+        run: { forks: 10, connectTimeout: 10, connectRetries: 2, commandTimeout: 300, packageLockTimeout: 120, knownHostsFile: path.join(HOME, '.ssh/known_hosts') },
         vars: {},
         source: { file: '/inv/hosts.yaml', line: 3 },
       },
@@ -637,6 +638,7 @@ describe('inventory/example.yaml and inventory/example.ini', () => {
       connectTimeout: 10,
       connectRetries: 2,
       commandTimeout: 300,
+      packageLockTimeout: 120,
       knownHostsFile: path.join(HOME, '.ssh/known_hosts'),
     });
     expect(host(y, 'node1').settings.ipvsModules).toBeNull();
