@@ -28,9 +28,14 @@ export function dryRunRequested(flag: boolean | undefined): boolean {
   return !!flag || process.env.npm_config_dry_run === 'true';
 }
 
+/** Bad options found after commander's own checks: reported like them, with exit code 5. */
+class UsageError extends Error {}
+
 async function becomePassword(ask: boolean): Promise<string | undefined> {
   if (ask) return promptSecret('BECOME password: ');
   const env = process.env[BECOME_PASSWORD_ENV];
+  // sudo -S reads the password up to the first line break: the rest would be silently dropped
+  if (env && /[\r\n\0]/.test(env)) throw new UsageError(`${BECOME_PASSWORD_ENV} contains a line break or NUL: sudo reads a password only up to the first line break`);
   return env === undefined || env === '' ? undefined : env;
 }
 
@@ -193,6 +198,11 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     if (err.code?.startsWith('commander.')) {
+      process.exitCode = EXIT.usage;
+      return;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`kube-proxy-mode: ${e.message}\n`);
       process.exitCode = EXIT.usage;
       return;
     }

@@ -224,6 +224,16 @@ describe.skipIf(!support.ok)('the sudo password', () => {
     expect(leaks(seen, SECRETS)).toEqual([]);
   });
 
+  test('a KPM_BECOME_PASSWORD with a line break: refused before any host is contacted (exit 5), without echoing it', async () => {
+    const before = logins();
+    const r = await cli(['-i', inventory, '--tags', 'node'], { KPM_BECOME_PASSWORD: `${RIGHT}\nsecond-line-secret` }, { sampleHosts: false });
+    expect(r.code).toBe(5);
+    expect(r.err).toContain('KPM_BECOME_PASSWORD contains a line break or NUL: sudo reads a password only up to the first line break');
+    expect(r.out + r.err).not.toContain(RIGHT);
+    expect(r.out + r.err).not.toContain('second-line-secret');
+    expect(logins()).toEqual(before);
+  });
+
   test('-K without a terminal: refused before any host is contacted, naming KPM_BECOME_PASSWORD', async () => {
     const before = logins();
     const r = await cli(['-i', inventory, '--tags', 'node', '-K'], {}, { sampleHosts: false });
