@@ -205,7 +205,12 @@ async function phaseSteps(
     record(CLUSTER, 'configmap', 'changed', `would update ${cmName}: ${edited.changes.join(', ')}`, unifiedDiff(`${cmName} ${o.configKey}`, original.data![o.configKey]!, edited.data[o.configKey]!));
     olderConfig = changedNow;
   } else {
-    backup = writeBackup(o.backupDir, original);
+    try {
+      backup = writeBackup(o.backupDir, original);
+    } catch (e) {
+      // no backup, no change: the cluster row fails like any other refusal (exit 2, recap, retry)
+      return fail('configmap', (e as Error).message);
+    }
     o.out(`ConfigMap ${cmName} saved to ${backup} before the change`);
     try {
       const w = await updateConfigMap(kube, { namespace: o.namespace, name: o.configMap }, (data) => {

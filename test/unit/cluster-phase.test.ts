@@ -283,6 +283,41 @@ describe('cluster phase against the test API server', () => {
     expect(outcome.ok, JSON.stringify(steps, null, 1)).toBe(true);
   });
 
+  test('SIGTERM while the ConfigMap write is in flight: the write completes or not at all, no pod is touched, and a rerun finishes the job', async () => {
+    const { modeOf, runtime } = await setup();
+    const original = configConf();
+    const CM_PATH = '/api/v1/namespaces/kube-system/configmaps/kube-proxy';
+    // the write takes 400 ms on the server; the signal arrives as soon as the request is there
+    server!.faults.delay(400, { method: 'PUT', path: CM_PATH, times: 1 });
+    let signal: NodeJS.Signals | undefined;
+    const watcher = setInterval(() => {
+      if (server!.requests.some((q) => q.method === 'PUT' && q.path === CM_PATH)) signal = 'SIGTERM';
+    }, 5);
+    const interrupt = { get signal() { return signal; }, get requested() { return signal !== undefined; }, dispose() {} };
+    let r;
+    try {
+      r = await run({ modeOf, interrupt });
+    } finally {
+      clearInterval(watcher);
+    }
+    expect(signal).toBe('SIGTERM');
+    expect(r.outcome).toMatchObject({ ok: false, interrupted: true });
+    // never a third state: the original, or the new one written whole
+    const now = configConf();
+    expect([original, original.replace('mode: ""', 'mode: "ipvs"').replace('scheduler: ""', 'scheduler: "rr"')]).toContain(now);
+    expect(now).toMatch(/^mode: "ipvs"$/m);
+    // no kube-proxy was recycled, the lock is released, and the message says where things stand
+    expect(writes().filter((w) => w.method === 'DELETE')).toEqual([]);
+    expect(runtime.starts.filter((x) => x.mode === 'ipvs')).toEqual([]);
+    expect(server!.store.get('leases', 'kube-system', 'kube-proxy-mode')).toBeUndefined();
+    const stop = r.steps.find((s) => s.name === 'interrupted')!;
+    expect(stop.message, JSON.stringify(r.steps, null, 1)).toMatch(/SIGTERM: stopped after 0 of 3 nodes.*The ConfigMap says ipvs\. Done: none; not yet: node1, node2, node3\. To finish: run the same command again\. To go back: the same command with --mode iptables/);
+
+    const again = await run({ modeOf });
+    expect(again.outcome.ok).toBe(true);
+    expect(again.steps.filter((s) => s.name === 'kube-proxy').map((s) => s.status)).toEqual(['changed', 'changed', 'changed']);
+  });
+
   test('SIGINT between two nodes: the recycle in progress finishes, no further node is touched, the ConfigMap is the new one, and a rerun finishes the job', async () => {
     const { modeOf, runtime } = await setup();
     let signal: NodeJS.Signals | undefined;

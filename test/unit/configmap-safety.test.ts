@@ -145,6 +145,42 @@ describe('the ConfigMap backup', () => {
     expect(readFileSync(name, 'utf8')).toBe('old\n');
   });
 
+  test('that cannot be written: the configmap step fails naming the file, nothing is written, the lock is released', async () => {
+    server = await startTestApiServer({ nodes: NODES, configConf: kubeadmProxyConfig() });
+    const before = configMap();
+    // a backup directory that is a file: nothing can be created in it
+    const backupDir = join(tempDir('kpm-cm-run-'), 'not-a-directory');
+    writeFileSync(backupDir, '');
+    const hosts: Host[] = parseInventoryText(readFileSync(inventoryFile(), 'utf8'), 'hosts.yaml').hosts;
+    const outcome = await runClusterPhase({
+      targetMode: 'ipvs',
+      dryRun: false,
+      kube: { kubeconfig: server.kubeconfigPath },
+      namespace: 'kube-system',
+      configMap: 'kube-proxy',
+      configKey: 'config.conf',
+      daemonSet: 'kube-proxy',
+      labelSelector: 'k8s-app=kube-proxy',
+      podTimeoutMs: 10_000,
+      rollback: true,
+      backupDir,
+      inventoryHosts: hosts,
+      targets: hosts,
+      readiness: async () => ({ ready: true }),
+      sessions: fakeNodeSessions(() => 'iptables').sessions,
+      emit: () => {},
+      out: () => {},
+    });
+    // a failed step on the cluster row, as any refusal (provision then exits 2), not an exception
+    expect(outcome.ok).toBe(false);
+    const step = outcome.steps.find((x) => x.name === 'configmap');
+    expect(step?.status, JSON.stringify(outcome.steps)).toBe('failed');
+    expect(step!.message).toMatch(/cannot write the ConfigMap backup .*not-a-directory.*the ConfigMap was not changed/);
+    expect(writes()).toEqual([]);
+    expect(configMap()).toBe(before);
+    expect(server.store.get('leases', 'kube-system', 'kube-proxy-mode')).toBeUndefined();
+  });
+
   test('taken by a real change of the ConfigMap is 0600, and holds the original', async () => {
     const runtime = memoryRuntime();
     server = await startTestApiServer({ nodes: NODES, runtime, configConf: kubeadmProxyConfig(), recreateDelayMs: 30, readyDelayMs: 20 });
