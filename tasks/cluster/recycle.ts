@@ -138,7 +138,7 @@ export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: R
   // with the ipvs table when ipvs is the target, so a node already there is verified from this read
   const before = await readNode(session, s.metricsBindAddress, { ipvs: mode === 'ipvs', probes: targets });
   const records: ProbeRecord[] = targets.map((target, i) => ({ target, before: before.probes[i]! }));
-  const { result: r, after } = await switchNode(s, m, session, mode, before, targets);
+  const { after, ...r } = await switchNode(s, m, session, mode, before, targets);
   if (targets.length === 0) return r;
   const failingBefore = records.filter((x) => !x.before!.ok).map((x) => label(x.target));
   const note = failingBefore.length ? `; already failing before the switch (not blamed on it): ${failingBefore.join(', ')}` : '';
@@ -171,19 +171,7 @@ async function switchNode(
   mode: ProxyMode,
   before: NodeRead,
   targets: ProbeTarget[],
-): Promise<{ result: NodeRecycleResult; after?: ProbeOutcome[] }> {
-  const r = await switchNodeInner(s, m, session, mode, before, targets);
-  return 'result' in r ? r : { result: r };
-}
-
-async function switchNodeInner(
-  s: RecycleSettings,
-  m: NodeMapping,
-  session: RemoteSession,
-  mode: ProxyMode,
-  before: NodeRead,
-  targets: ProbeTarget[],
-): Promise<NodeRecycleResult | { result: NodeRecycleResult; after: ProbeOutcome[] }> {
+): Promise<NodeRecycleResult & { after?: ProbeOutcome[] }> {
   const node = m.node;
   const stale = m.pod ? s.olderConfig?.(m.pod) : undefined;
   if (before.mode === mode && !stale) {
@@ -246,5 +234,5 @@ async function switchNodeInner(
     const logTail = await tailLog(s, outcome.pod);
     return { node, status: 'failed', message: `pod ${newName}: ${v.message}`, deleted: true, ...(v.check ? { failedCheck: v.check } : {}), ...(logTail ? { logTail } : {}) };
   }
-  return { result: { node, status: 'changed', message: `pod ${name} (${now}) replaced by ${newName}, verified: ${v.message}`, deleted: true }, after: v.state.probes };
+  return { node, status: 'changed', message: `pod ${name} (${now}) replaced by ${newName}, verified: ${v.message}`, deleted: true, after: v.state.probes };
 }

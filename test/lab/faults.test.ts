@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readTemplate, renderModuleTemplate } from '../../tasks/node/templates.ts';
 import { labSupported, startLab, type Lab } from './lab.ts';
-import { runProvision, stepOf, writeLabInventory } from './helpers.ts';
+import { mustExec, runProvision, stepOf, writeLabInventory } from './helpers.ts';
 
 // Faults in the node phase on real sshd hosts, each judged by the state it leaves: a host that loses
 // power in the middle of a package install or of a file write (the lab host is stopped at that very
@@ -26,11 +26,7 @@ afterAll(async () => {
   await lab?.down();
 });
 
-async function sh(host: string, cmd: string): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  if (r.code !== 0) throw new Error(`${host}: ${cmd}: exit ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
+const sh = (host: string, cmd: string) => mustExec(lab, host, cmd);
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 90_000): Promise<void> {
   const end = Date.now() + timeoutMs;

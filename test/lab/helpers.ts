@@ -97,6 +97,13 @@ export async function runProvision(inventory: string, opts: Partial<ProvisionOpt
   return { code, out: out.join('\n'), err: err.join('\n'), report, reportFile, retryFile };
 }
 
+/** A command on a lab host that must succeed: its stdout, or an error naming host, command and stderr. */
+export async function mustExec(lab: Lab, host: string, cmd: string): Promise<string> {
+  const r = await lab.exec(host, cmd);
+  if (r.code !== 0) throw new Error(`${host}: ${cmd}: exit ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
 export function stepOf(r: RunOutput, host: string, step: string) {
   return r.report.hosts[host]?.steps.find((s) => s.name === step);
 }

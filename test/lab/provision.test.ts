@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { renderModuleTemplate, readTemplate } from '../../tasks/node/templates.ts';
 import { labSupported, startLab, type Lab } from './lab.ts';
-import { runProvision, stepOf, tempDir, writeLabInventory } from './helpers.ts';
+import { mustExec, runProvision, stepOf, tempDir, writeLabInventory } from './helpers.ts';
 
 // The node phase against real sshd hosts (network namespaces, own root filesystems, offline apt repo).
 // Module loading on these hosts is the kmod test fixture: it logs every call to /var/log/kpm-lab-kmod.log.
@@ -25,11 +25,7 @@ afterAll(async () => {
   await lab?.down();
 });
 
-async function sh(host: string, cmd: string): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  if (r.code !== 0) throw new Error(`${host}: ${cmd}: exit ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
+const sh = (host: string, cmd: string) => mustExec(lab, host, cmd);
 
 /** modprobe calls that load something (the facts' `modprobe -n` probes left out) */
 async function loadCalls(host: string): Promise<string[]> {

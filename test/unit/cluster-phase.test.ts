@@ -9,7 +9,7 @@ import { clusterWish, runClusterPhase, type ClusterPhaseOptions } from '../../ta
 import { parseInventoryText } from '../../tasks/inventory/load.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
 import type { StepResult } from '../../tasks/run/results.ts';
-import { fakeNodeSessions, type ProbeAnswer } from './fake-node-sessions.ts';
+import { fakeNodeSessions, phaseOptions, type ProbeAnswer } from './cluster-phase-support.ts';
 import { memoryRuntime, startTestApiServer, IPVS_IPSET_MISSING, type TestApiServer } from '../apiserver/server.ts';
 
 // The cluster phase against the in-repo API server (real client-node, real REST, simulated DaemonSet
@@ -58,21 +58,7 @@ async function run(over: Partial<ClusterPhaseOptions> & { modeOf: (n: string) =>
   const lines: string[] = [];
   const hosts = inventory();
   const outcome = await runClusterPhase({
-    targetMode: 'ipvs',
-    dryRun: false,
-    kube: { kubeconfig: server!.kubeconfigPath },
-    namespace: 'kube-system',
-    configMap: 'kube-proxy',
-    configKey: 'config.conf',
-    daemonSet: 'kube-proxy',
-    labelSelector: 'k8s-app=kube-proxy',
-    podTimeoutMs: 10_000,
-    rollback: true,
-    backupDir,
-    inventoryHosts: hosts,
-    targets: hosts,
-    readiness: async () => ({ ready: true }),
-    sessions: fake.sessions,
+    ...phaseOptions({ kubeconfig: server!.kubeconfigPath, hosts, backupDir, sessions: fake.sessions }),
     emit: (r) => steps.push(r),
     out: (l) => lines.push(l),
     ...over,

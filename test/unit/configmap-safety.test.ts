@@ -9,7 +9,7 @@ import { provision } from '../../tasks/commands/provision.ts';
 import { parseInventoryText } from '../../tasks/inventory/load.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
 import type { StepResult } from '../../tasks/run/results.ts';
-import { fakeNodeSessions } from './fake-node-sessions.ts';
+import { fakeNodeSessions, phaseOptions } from './cluster-phase-support.ts';
 import { kubeadmProxyConfig, memoryRuntime, startTestApiServer, type TestApiServer } from '../apiserver/server.ts';
 
 // kube-proxy's ConfigMap as the tool finds it, when it is not what it should be: the run refuses before
@@ -152,25 +152,7 @@ describe('the ConfigMap backup', () => {
     const backupDir = join(tempDir('kpm-cm-run-'), 'not-a-directory');
     writeFileSync(backupDir, '');
     const hosts: Host[] = parseInventoryText(readFileSync(inventoryFile(), 'utf8'), 'hosts.yaml').hosts;
-    const outcome = await runClusterPhase({
-      targetMode: 'ipvs',
-      dryRun: false,
-      kube: { kubeconfig: server.kubeconfigPath },
-      namespace: 'kube-system',
-      configMap: 'kube-proxy',
-      configKey: 'config.conf',
-      daemonSet: 'kube-proxy',
-      labelSelector: 'k8s-app=kube-proxy',
-      podTimeoutMs: 10_000,
-      rollback: true,
-      backupDir,
-      inventoryHosts: hosts,
-      targets: hosts,
-      readiness: async () => ({ ready: true }),
-      sessions: fakeNodeSessions(() => 'iptables').sessions,
-      emit: () => {},
-      out: () => {},
-    });
+    const outcome = await runClusterPhase(phaseOptions({ kubeconfig: server.kubeconfigPath, hosts, backupDir, sessions: fakeNodeSessions(() => 'iptables').sessions }));
     // a failed step on the cluster row, as any refusal (provision then exits 2), not an exception
     expect(outcome.ok).toBe(false);
     const step = outcome.steps.find((x) => x.name === 'configmap');
@@ -191,25 +173,7 @@ describe('the ConfigMap backup', () => {
     };
     const hosts: Host[] = parseInventoryText(readFileSync(inventoryFile(), 'utf8'), 'hosts.yaml').hosts;
     const backupDir = tempDir('kpm-bk-');
-    const outcome = await runClusterPhase({
-      targetMode: 'ipvs',
-      dryRun: false,
-      kube: { kubeconfig: server.kubeconfigPath },
-      namespace: 'kube-system',
-      configMap: 'kube-proxy',
-      configKey: 'config.conf',
-      daemonSet: 'kube-proxy',
-      labelSelector: 'k8s-app=kube-proxy',
-      podTimeoutMs: 10_000,
-      rollback: true,
-      backupDir,
-      inventoryHosts: hosts,
-      targets: hosts,
-      readiness: async () => ({ ready: true }),
-      sessions: fakeNodeSessions(modeOf).sessions,
-      emit: () => {},
-      out: () => {},
-    });
+    const outcome = await runClusterPhase(phaseOptions({ kubeconfig: server.kubeconfigPath, hosts, backupDir, sessions: fakeNodeSessions(modeOf).sessions }));
     expect(outcome.ok, JSON.stringify(outcome.steps, null, 1)).toBe(true);
     expect(outcome.backup).toBeDefined();
     expect(existsSync(outcome.backup!)).toBe(true);

@@ -1,10 +1,11 @@
+import type { ClusterPhaseOptions } from '../../tasks/cluster/phase.ts';
 import type { Host } from '../../tasks/inventory/types.ts';
 import type { SessionPool } from '../../tasks/remote/sessions.ts';
 import type { RemoteSession } from '../../tasks/remote/ssh.ts';
 
-// Nodes as the cluster phase sees them over SSH, for tests without lab hosts: the node check script is
-// answered from the mode each node's (simulated) kube-proxy runs, and its probes from `answers`. The
-// execs each node was asked to run are counted, since the phase promises few of them.
+// The cluster phase without lab hosts: nodes as it sees them over SSH (the node check script is answered
+// from the mode each node's simulated kube-proxy runs, and its probes from `answers`; the execs each node
+// was asked to run are counted, since the phase promises few of them), and its usual options.
 
 export type ProbeAnswer = (node: string, mode: string | null, ip: string, port: number) => boolean;
 
@@ -38,4 +39,27 @@ export function fakeNodeSessions(modeOf: (node: string) => string | null, answer
     }) as unknown as RemoteSession;
   const sessions = { get: async (h: Host) => session(h), execs: async () => 0, closeAll: async () => {} } as unknown as SessionPool;
   return { sessions, execs };
+}
+
+/** The options of a run against the test API server's kube-system/kube-proxy, every node ready. */
+export function phaseOptions(o: { kubeconfig: string; hosts: Host[]; backupDir: string; sessions: SessionPool }): ClusterPhaseOptions {
+  return {
+    targetMode: 'ipvs',
+    dryRun: false,
+    kube: { kubeconfig: o.kubeconfig },
+    namespace: 'kube-system',
+    configMap: 'kube-proxy',
+    configKey: 'config.conf',
+    daemonSet: 'kube-proxy',
+    labelSelector: 'k8s-app=kube-proxy',
+    podTimeoutMs: 10_000,
+    rollback: true,
+    backupDir: o.backupDir,
+    inventoryHosts: o.hosts,
+    targets: o.hosts,
+    readiness: async () => ({ ready: true }),
+    sessions: o.sessions,
+    emit: () => {},
+    out: () => {},
+  };
 }
