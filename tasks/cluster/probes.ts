@@ -102,14 +102,20 @@ export function probeScript(targets: ProbeTarget[], timeoutS = 3, tries = 3): st
   hp=$h; [[ $h == *:* ]] && hp="[$h]"
   for ((n = 1; n <= ${tries}; n++)); do
     t0=$(now)
+    # curl prints its -w text even when it fails: on failure only its error message (-S) is kept (the
+    # marker does not start the format: curl reads a format that starts with @ from a file)
     if [ "$kind" = http ] && [ $have_curl = 1 ]; then
-      out=$(curl -s -o /dev/null -w '%{http_code}' --max-time ${timeoutS} "http://$hp:$p$path" 2>&1); rc=$?
+      out=$(curl -sS -o /dev/null -w '=@@=%{http_code}' --max-time ${timeoutS} "http://$hp:$p$path" 2>&1); rc=$?
       if [ $rc = 0 ]; then
+        out=\${out##*=@@=}
         if [ -n "$codes" ]; then [[ ",$codes," == *",$out,"* ]] || rc=22; else [[ $out =~ ^[23] ]] || rc=22; fi
         out="HTTP $out"
+      else
+        out=\${out%=@@=*}
       fi
     elif [ "$kind" = tls ] && [ $have_curl = 1 ]; then
-      out=$(curl -sk -o /dev/null -w 'TLS ok, HTTP %{http_code}' --max-time ${timeoutS} "https://$hp:$p/" 2>&1); rc=$?
+      out=$(curl -sSk -o /dev/null -w '=@@=TLS ok, HTTP %{http_code}' --max-time ${timeoutS} "https://$hp:$p/" 2>&1); rc=$?
+      if [ $rc = 0 ]; then out=\${out##*=@@=}; else out=\${out%=@@=*}; fi
     else
       out=$(timeout ${timeoutS} bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$h" "$p" 2>&1); rc=$?
       [ $rc = 0 ] && out='TCP connect ok'

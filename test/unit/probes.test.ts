@@ -60,6 +60,17 @@ describe('service probes', () => {
     expect(tcp!.ms).toBeGreaterThanOrEqual(0);
   });
 
+  test('a failed probe says why, never the text curl prints on success: TLS to a plain HTTP server, nothing listening', async () => {
+    const [tls, http, tlsClosed] = await run([t({ kind: 'tls' }), t({ kind: 'http', path: '/healthz', port: 1 }), t({ kind: 'tls', port: 1 })]);
+    expect(tls!.ok).toBe(false);
+    expect(tls!.detail).not.toMatch(/TLS ok|HTTP 000|@@/);
+    expect(tls!.detail).toMatch(/curl: \(35\)|SSL|TLS|wrong version/i);
+    expect(http!.ok).toBe(false);
+    expect(http!.detail).not.toMatch(/000|@@/);
+    expect(http!.detail).toMatch(/curl: \(7\)|connect/i);
+    expect(tlsClosed!.detail).toMatch(/curl: \(7\)|connect/i);
+  });
+
   test('regressions: answered before, fails after', () => {
     const ok = { ok: true, ms: 1, detail: '' };
     const bad = { ok: false, ms: 1, detail: 'x' };
