@@ -23,6 +23,7 @@ import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cleanupOnExit } from '../cleanup-on-exit.ts';
 
 export const HOSTLAB_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'hostlab');
 export const LAB_CACHE = '/tmp/kpm-lab-cache';
@@ -227,7 +228,6 @@ const script = (name: string): string => path.join(HOSTLAB_DIR, name);
 // Teardown whatever happens to the test process
 
 const liveLabs = new Map<string, NodeJS.ProcessEnv>();
-let handlersInstalled = false;
 
 function downSync(env: NodeJS.ProcessEnv): void {
   try {
@@ -242,22 +242,6 @@ function teardownAllSync(): void {
     liveLabs.delete(id);
     downSync(env);
   }
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  teardownAllSync();
-  // Die of the signal as we would have without this handler, unless someone else handles it.
-  if (process.listenerCount(signal) <= 1) {
-    process.removeListener(signal, onSignal);
-    process.kill(process.pid, signal);
-  }
-}
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('exit', teardownAllSync);
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,7 +293,7 @@ export async function startLab(opts: StartLabOptions): Promise<Lab> {
   if (!netPrefix) throw new Error('no free 10.x.0.0/16 for the lab');
   const env = baseEnv(id, netPrefix);
 
-  installHandlers();
+  cleanupOnExit(teardownAllSync);
   liveLabs.set(id, env);
   const args = [String(opts.hosts), ...(opts.kmodShim ? ['--kmod-shim'] : [])];
   let up: ExecResult;

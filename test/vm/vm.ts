@@ -28,6 +28,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { cleanupOnExit } from '../cleanup-on-exit.ts';
 
 export const VM_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const VM_CACHE = process.env.KPM_VM_CACHE ?? '/tmp/kpm-vm-cache';
@@ -328,29 +329,12 @@ export function sweepStale(): number {
 }
 
 const liveRuns = new Set<string>();
-let handlersInstalled = false;
 
 function teardownAllSync(): void {
   for (const d of [...liveRuns]) {
     liveRuns.delete(d);
     killRunSync(d);
   }
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  teardownAllSync();
-  // Die of the signal as we would have without this handler, unless someone else handles it.
-  if (process.listenerCount(signal) <= 1) {
-    process.removeListener(signal, onSignal);
-    process.kill(process.pid, signal);
-  }
-}
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('exit', teardownAllSync);
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
 }
 
 /** A detached shell that outlives a SIGKILLed owner just long enough to kill its QEMUs. */
@@ -476,7 +460,7 @@ export async function startVms(specs: VmSpec[], opts: StartVmsOptions = {}): Pro
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   writeFileSync(path.join(runDir, 'owner'), `${process.pid} ${startTimeOf(process.pid)}\n`);
-  installHandlers();
+  cleanupOnExit(teardownAllSync);
   liveRuns.add(runDir);
   startWatchdog(runDir);
 
