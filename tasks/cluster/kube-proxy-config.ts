@@ -70,6 +70,8 @@ export interface ProxyConfig {
   /** as written ('' when absent) */
   metricsBindAddressRaw: string;
   ipvs: IpvsSettings;
+  /** featureGates as written (a mode may need one on older clusters); {} when absent */
+  featureGates: Record<string, boolean>;
 }
 
 /** What the cluster phase wants the configuration to say. Fields left out are left as they are. */
@@ -267,6 +269,19 @@ function parseConfig(text: string, key: string): Located {
     }
   }
 
+  const featureGates: Record<string, boolean> = {};
+  const gatesPair = pairOf(map, 'featureGates');
+  const gatesNode = gatesPair?.value;
+  if (gatesPair && gatesNode !== null && !(isScalar(gatesNode) && gatesNode.value === null)) {
+    if (!isMap(gatesNode)) fail(at(map, 'featureGates').offset, 'featureGates', `expected a map of gate names to true or false, got ${describe(at(map, 'featureGates').value)}`);
+    for (const item of (gatesNode as YAMLMap<unknown, unknown>).items) {
+      const name = isScalar(item.key) ? String(item.key.value) : String(item.key);
+      const { value, offset } = at(gatesNode as YAMLMap<unknown, unknown>, name);
+      if (typeof value !== 'boolean') fail(offset, `featureGates.${name}`, `expected true or false, got ${describe(value)}`);
+      featureGates[name] = value as boolean;
+    }
+  }
+
   const config: ProxyConfig = {
     apiVersion: KUBE_PROXY_API_VERSION,
     kind: KUBE_PROXY_KIND,
@@ -275,6 +290,7 @@ function parseConfig(text: string, key: string): Located {
     metricsBindAddress: metrics!,
     metricsBindAddressRaw: metricsRaw,
     ipvs,
+    featureGates,
   };
   return { key, text, doc, root: map, config };
 }

@@ -15,7 +15,19 @@ export interface NodeProxyState {
   error?: string;
   /** `ipvsadm -Ln` output when asked for (null when ipvsadm is missing or failed) */
   ipvs?: string | null;
+  /** the nftables or iptables mode's proof read (see proofCommand), null when it failed */
+  proof?: { mode: string; code: number; text: string } | null;
 }
+
+/**
+ * What shows, on the node, that kube-proxy programs the mode it answers: its nftables table, its
+ * iptables entry chain. Read only where /proxyMode answers that mode (nft and iptables would load
+ * their kernel modules otherwise: a change even a dry run would make).
+ */
+const PROOF_COMMANDS: Record<string, string> = {
+  nftables: 'nft list tables',
+  iptables: 'iptables -w 5 -t nat -S KUBE-SERVICES',
+};
 
 /**
  * Where to ask: kube-proxy's metricsBindAddress, as reachable from the node itself. A wildcard address
@@ -34,6 +46,8 @@ const MARK = '@@kpm:';
 export interface NodeCheckOptions {
   /** also list the IPVS table (only read where kube-proxy answers ipvs) */
   ipvs?: boolean;
+  /** also read the proof of this mode (nftables, iptables), where kube-proxy answers it */
+  proof?: string;
   /**
    * the mode the node should answer: /proxyMode is asked again (every half second, up to 5 s) until it
    * does, since kube-proxy can report Ready a moment before its metrics server answers
@@ -66,6 +80,11 @@ ${
 if [ "$rc" = 0 ] && [ "$body" = ipvs ] && command -v ipvsadm >/dev/null 2>&1; then out=$(ipvsadm -Ln 2>&1); printf '${MARK}ipvs %s %s\\n' "$?" "$(printf '%s' "$out" | base64 -w0)"; else printf '${MARK}ipvs 127 \\n'; fi`
     : ''
 }
+${
+  o.proof && PROOF_COMMANDS[o.proof]
+    ? `if [ "$rc" = 0 ] && [ "$body" = ${shQuote(o.proof)} ]; then out=$(${PROOF_COMMANDS[o.proof]} 2>&1); printf '${MARK}proof %s %s\n' "$?" "$(printf '%s' "$out" | base64 -w0)"; fi`
+    : ''
+}
 ${o.probes?.length ? `(\n${probeScript(o.probes)})` : ''}
 `;
 }
@@ -73,12 +92,14 @@ ${o.probes?.length ? `(\n${probeScript(o.probes)})` : ''}
 export function parseNodeCheck(stdout: string): NodeProxyState {
   const state: NodeProxyState = { mode: null };
   for (const line of stdout.split('\n')) {
-    const m = /^@@kpm:(mode|ipvs) (\d+) ?(\S*)$/.exec(line);
+    const m = /^@@kpm:(mode|ipvs|proof) (\d+) ?(\S*)$/.exec(line);
     if (!m) continue;
     const text = Buffer.from(m[3] ?? '', 'base64').toString('utf8').trim();
     if (m[1] === 'mode') {
       if (m[2] === '0' && /^[a-z]+$/.test(text)) state.mode = text;
       else state.error = m[2] === '0' ? `unexpected answer ${JSON.stringify(text.slice(0, 80))}` : text || `no answer (exit ${m[2]})`;
+    } else if (m[1] === 'proof') {
+      state.proof = { mode: state.mode ?? '', code: Number(m[2]), text };
     } else {
       state.ipvs = m[2] === '0' ? text : null;
     }
@@ -107,6 +128,26 @@ export function ipvsHasVirtualServer(ipvsadm: string, ip: string, port: number, 
     const f = l.trim().split(/\s+/);
     return f[0] === protocol && f[1]?.toLowerCase() === addr.toLowerCase();
   });
+}
+
+/**
+ * The mode's own proof from a node read (nftables: kube-proxy's table listed; iptables: the KUBE-SERVICES
+ * chain in nat): undefined when it holds, else why not.
+ */
+export function proofProblem(mode: string, state: NodeProxyState): { check: string; message: string } | undefined {
+  const cmd = PROOF_COMMANDS[mode];
+  if (!cmd) return undefined;
+  const p = state.proof;
+  if (!p) return { check: cmd, message: `${cmd} was not read on the node` };
+  if (mode === 'nftables') {
+    if (p.code !== 0) return { check: cmd, message: `${cmd} failed: ${p.text.split('\n')[0] || `exit ${p.code}`}` };
+    if (!/^table ip6? kube-proxy$/m.test(p.text)) return { check: cmd, message: `${cmd} lists no kube-proxy table (${p.text.split('\n').filter(Boolean).join(', ') || 'no table at all'})` };
+    return undefined;
+  }
+  if (p.code !== 0 || !/^-N KUBE-SERVICES$/m.test(p.text)) {
+    return { check: cmd, message: `the nat table has no KUBE-SERVICES chain (${p.text.split('\n')[0] || `exit ${p.code}`})` };
+  }
+  return undefined;
 }
 
 /** kube-proxy's proxier line for a mode, in the forms of every version (≤1.25 ends with a dot). */

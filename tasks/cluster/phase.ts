@@ -31,6 +31,8 @@ export interface ClusterPhaseOptions {
   canary?: string;
   rollback: boolean;
   backupDir: string;
+  /** remove the other modes' leftovers from each node right after it is verified in the target mode */
+  cleanupOldMode?: boolean;
   /** every host of the inventory (nodes are matched against all of them) */
   inventoryHosts: Host[];
   /** the hosts the run targets (after --limit) */
@@ -167,6 +169,7 @@ async function phaseSteps(
       hosts: o.inventoryHosts,
       readiness,
       mappings: nodeMappings,
+      featureGates: conf.featureGates,
       ...(o.canary ? { canary: o.canary } : {}),
     });
     for (const w of checked.warnings) o.out(`warning: ${w}`);

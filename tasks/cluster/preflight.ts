@@ -1,5 +1,6 @@
 import type { V1Node, V1Pod } from '@kubernetes/client-node';
 import type { Host, ProxyMode } from '../inventory/types.ts';
+import { clusterGateProblems, MODES } from '../node/modes.ts';
 
 // Preflight of the cluster phase: pure checks over what the API returned and what the node phase found.
 // Its one hard rule: the ConfigMap never flips while a node that runs kube-proxy is unknown to the
@@ -21,9 +22,7 @@ export function parseServerVersion(v: { major?: string; minor?: string; gitVersi
   return { major: 0, minor: 0, gitVersion: v.gitVersion ?? 'unknown' };
 }
 
-export const IPVS_DEPRECATION =
-  "IPVS mode is deprecated since Kubernetes 1.35 (KEP-5495: off by default planned for 1.40, removal for 1.43); " +
-  'nftables mode is GA since 1.33 and is where kube-proxy is going. Switching to IPVS still works on this cluster.';
+export { IPVS_DEPRECATION } from '../node/modes.ts';
 
 export interface NodeReadiness {
   /** the node phase (or a read-only check) found the host ready for the target mode */
@@ -61,6 +60,8 @@ export interface PreflightInput {
   canary?: string;
   /** kubeProxyNodes(nodes, pods, hosts), when the caller already has it */
   mappings?: NodeMapping[];
+  /** the kube-proxy configuration's featureGates (a mode may need one on older clusters) */
+  featureGates?: Readonly<Record<string, boolean>>;
 }
 
 function internalIPs(node: V1Node): string[] {
@@ -95,12 +96,9 @@ export function preflight(input: PreflightInput): PreflightResult {
   const errors: string[] = [];
   const warnings: string[] = [];
   const v = input.version;
-  if (input.targetMode === 'ipvs' && (v.major > 1 || (v.major === 1 && v.minor >= 35))) {
-    warnings.push(`server is ${v.gitVersion}: ${IPVS_DEPRECATION}`);
-  }
-  if (input.targetMode === 'nftables') {
-    errors.push('--mode nftables is not supported by this version of the tool (ipvs and iptables are)');
-  }
+  const gate = clusterGateProblems(MODES[input.targetMode], v, input.featureGates ?? {});
+  errors.push(...gate.errors);
+  warnings.push(...gate.warnings);
 
   const mappings = [...(input.mappings ?? kubeProxyNodes(input.nodes, input.pods, input.hosts))];
   const missing: string[] = [];
@@ -111,7 +109,7 @@ export function preflight(input: PreflightInput): PreflightResult {
       continue;
     }
     const r = input.readiness.get(host.name);
-    if (input.targetMode === 'ipvs' && !r?.ready) unready.push(`${node} (host ${host.name}): ${r?.reason ?? 'not checked'}`);
+    if (!r?.ready) unready.push(`${node} (host ${host.name}): ${r?.reason ?? 'not checked'}`);
   }
   if (missing.length) {
     errors.push(

@@ -3,7 +3,7 @@ import type { ProxyMode } from '../inventory/types.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
 import type { StepStatus } from '../run/results.ts';
 import { KubeError, type KubeClient } from './kube.ts';
-import { ipvsHasVirtualServer, proxierLine, readNode, type NodeRead } from './node-checks.ts';
+import { ipvsHasVirtualServer, proofProblem, proxierLine, readNode, type NodeRead } from './node-checks.ts';
 import type { NodeMapping } from './preflight.ts';
 import { describeProbes, label, regressions, type ProbeOutcome, type ProbeRecord, type ProbeTarget } from './probes.ts';
 
@@ -105,7 +105,7 @@ export async function verifyNode(
   known?: NodeRead,
   probes: ProbeTarget[] = [],
 ): Promise<{ ok: boolean; check?: string; message: string; state: NodeRead }> {
-  const state = known ?? (await readNode(session, s.metricsBindAddress, { ipvs: mode === 'ipvs', expect: mode, probes }));
+  const state = known ?? (await readNode(session, s.metricsBindAddress, { ipvs: mode === 'ipvs', proof: mode, expect: mode, probes }));
   if (state.mode !== mode) {
     return { ok: false, check: '/proxyMode', message: `/proxyMode answers ${state.mode ?? `nothing (${state.error})`}, expected ${mode}`, state };
   }
@@ -124,6 +124,10 @@ export async function verifyNode(
     }
     found.push(`ipvsadm: ${ip}:${port}`);
   }
+  const proof = proofProblem(mode, state);
+  if (proof) return { ok: false, check: proof.check, message: proof.message, state };
+  if (mode === 'nftables') found.push('nft: table kube-proxy');
+  if (mode === 'iptables') found.push('iptables: KUBE-SERVICES');
   return { ok: true, message: found.join(', '), state };
 }
 
@@ -136,7 +140,7 @@ export async function verifyNode(
 export async function recycleNode(s: RecycleSettings, m: NodeMapping, session: RemoteSession, mode: ProxyMode): Promise<NodeRecycleResult> {
   const targets = s.probes ? await s.probes(m) : [];
   // with the ipvs table when ipvs is the target, so a node already there is verified from this read
-  const before = await readNode(session, s.metricsBindAddress, { ipvs: mode === 'ipvs', probes: targets });
+  const before = await readNode(session, s.metricsBindAddress, { ipvs: mode === 'ipvs', proof: mode, probes: targets });
   const records: ProbeRecord[] = targets.map((target, i) => ({ target, before: before.probes[i]! }));
   const { after, ...r } = await switchNode(s, m, session, mode, before, targets);
   if (targets.length === 0) return r;

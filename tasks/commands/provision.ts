@@ -55,6 +55,8 @@ export interface ClusterFlags {
   canary?: string;
   rollback?: boolean;
   backupDir?: string;
+  /** --cleanup-old-mode: remove the other modes' leftovers from each node once it is verified */
+  cleanupOldMode?: boolean;
 }
 
 export class UsageError extends Error {}
@@ -183,6 +185,7 @@ async function clusterPhase(
     ...(c.canary ? { canary: c.canary } : {}),
     rollback: c.rollback ?? true,
     backupDir: c.backupDir ?? '.',
+    cleanupOldMode: c.cleanupOldMode ?? false,
     inventoryHosts: inv.hosts,
     targets,
     readiness: (host) => nodeReadiness(host, byHost.get(host.name), sessions),
@@ -221,7 +224,6 @@ async function clusterPhase(
  * it would be, unless it failed); otherwise a read-only check with the same facts and plan.
  */
 async function nodeReadiness(host: Host, result: HostResult | undefined, sessions: SessionPool): Promise<NodeReadiness> {
-  if (host.settings.mode !== 'ipvs') return { ready: true };
   if (result) {
     // In a dry run a `changed` node is one the real run would prepare first: ready by then.
     if (result.status === 'ok' || result.status === 'changed') return { ready: true };

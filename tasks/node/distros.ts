@@ -2,6 +2,7 @@
 // (in the spirit of an Ansible role's vars/<OSFamily>.yml). Matching is by os-release ID, then ID_LIKE.
 
 import { shWords } from '../remote/quote.ts';
+import type { PackageRole } from './modes.ts';
 
 export type OsFamilyName = 'debian' | 'redhat' | 'suse';
 export type PackageManagerName = 'apt' | 'dnf' | 'yum' | 'zypper';
@@ -12,8 +13,11 @@ export interface OsFamily {
   ids: string[];
   /** in preference order: the first one present on the node is used (EL7 has yum only; EL8+ dnf) */
   packageManagers: PackageManagerName[];
-  /** the family's names of the three packages the tool installs */
-  packages: { ipvsadm: string; ipset: string; conntrack: string };
+  /**
+   * the family's package for each tool a mode needs; where releases of the family name it differently,
+   * every name: whichever is installed counts, the first is installed where none is
+   */
+  packages: Readonly<Record<PackageRole, readonly string[]>>;
   /** how installed packages are queried on the node */
   packageQuery: 'dpkg' | 'rpm';
 }
@@ -37,7 +41,7 @@ export const OS_FAMILIES: readonly OsFamily[] = [
     name: 'debian',
     ids: ['debian', 'ubuntu', 'linuxmint', 'pop', 'raspbian', 'elementary', 'zorin', 'kali', 'devuan', 'neon'],
     packageManagers: ['apt'],
-    packages: { ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack' },
+    packages: { ipvsadm: ['ipvsadm'], ipset: ['ipset'], conntrack: ['conntrack'], iptables: ['iptables'], nftables: ['nftables'] },
     packageQuery: 'dpkg',
   },
   {
@@ -45,7 +49,14 @@ export const OS_FAMILIES: readonly OsFamily[] = [
     // `rhel`, `centos` and `fedora` are also the ID_LIKE tokens of the EL rebuilds (rocky: "rhel centos fedora").
     ids: ['rhel', 'centos', 'rocky', 'almalinux', 'fedora', 'ol', 'amzn', 'scientific', 'cloudlinux', 'eurolinux', 'virtuozzo', 'circle', 'navy'],
     packageManagers: ['dnf', 'yum'],
-    packages: { ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack-tools' },
+    // EL9 and Fedora ship iptables as iptables-nft; EL7 and EL8 as iptables
+    packages: {
+      ipvsadm: ['ipvsadm'],
+      ipset: ['ipset'],
+      conntrack: ['conntrack-tools'],
+      iptables: ['iptables-nft', 'iptables'],
+      nftables: ['nftables'],
+    },
     packageQuery: 'rpm',
   },
   {
@@ -54,7 +65,7 @@ export const OS_FAMILIES: readonly OsFamily[] = [
     // sle-micro) are deliberately absent: `zypper install` does not apply there (transactional-update does).
     ids: ['sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-leap', 'opensuse-tumbleweed', 'opensuse-slowroll', 'suse'],
     packageManagers: ['zypper'],
-    packages: { ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack-tools' },
+    packages: { ipvsadm: ['ipvsadm'], ipset: ['ipset'], conntrack: ['conntrack-tools'], iptables: ['iptables'], nftables: ['nftables'] },
     packageQuery: 'rpm',
   },
 ];

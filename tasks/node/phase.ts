@@ -1,11 +1,12 @@
-import type { Host } from '../inventory/types.ts';
+import type { Host, NodeSettings } from '../inventory/types.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
 import type { Interrupt } from '../run/interrupt.ts';
 import { stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
 import { applyScript, parseApplyOutput, stepNameForFile, strayNote, type StepLine } from './apply.ts';
-import { factsScript, parseFacts, type Facts } from './facts.ts';
-import { MANAGED_FILES, modulesToProbe } from './ipvs-requirements.ts';
+import { factsScript, parseFacts, type ExpectedContents, type Facts } from './facts.ts';
+import { filesToProbe, MODES, modulesToProbe } from './modes.ts';
 import { packagesToProbe, planIsNoop, planNode, type NodePlan } from './plan.ts';
+import { readTemplate, renderModuleTemplate } from './templates.ts';
 
 // The node phase for one host: facts (one exec) -> plan -> apply + read-back (one exec, only when
 // something differs) -> verify. A converged node costs exactly one exec.
@@ -43,7 +44,8 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   const probe = {
     packages: packagesToProbe(),
     modules: modulesToProbe(host.settings),
-    files: MANAGED_FILES.map((f) => f.path),
+    files: filesToProbe(),
+    expected: convergedContents(host.settings),
   };
   const script = factsScript(probe);
 
@@ -56,7 +58,7 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
       skipRest(1, 'not run: facts failed');
       return { steps };
     }
-    facts = parseFacts(res.stdout);
+    facts = parseFacts(res.stdout, probe.expected);
   } catch (e) {
     record('facts', 'failed', (e as Error).message);
     skipRest(1, 'not run: facts failed');
@@ -75,12 +77,7 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
     skipRest(2, 'not run: the node cannot be prepared (nothing was changed)');
     return { steps, plan, facts };
   }
-  record(
-    'preflight',
-    'ok',
-    `${plan.family!.name} family, ${plan.packageManager!.name}; modules available: ${plan.modules.join(', ')}` +
-      (plan.modules.includes('nf_conntrack_ipv4') ? '' : ' (no nf_conntrack_ipv4 in this kernel: not needed)'),
-  );
+  record('preflight', 'ok', `${plan.family!.name} family, ${plan.packageManager!.name}; ${preflightNote(plan, facts)}`);
 
   if (opts.dryRun) {
     reportPlan(plan, record, true);
@@ -89,7 +86,13 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   }
   if (planIsNoop(plan)) {
     reportPlan(plan, record, false);
-    record('verify', 'ok', `all in place: ${plan.packages.join(', ')} installed, ${plan.modules.length} modules loaded or built in, files match`);
+    record(
+      'verify',
+      'ok',
+      `all in place for ${plan.mode} mode: ${plan.packages.join(', ')} installed` +
+        (plan.modules.length ? `, ${plan.modules.length} modules loaded or built in` : '') +
+        (plan.files.length ? ', files match' : ''),
+    );
     return { steps, plan, facts };
   }
 
@@ -117,9 +120,11 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
     }
     record('verify', failed ? 'skipped' : 'failed', failed ? 'not run: an earlier step failed' : `${why} before the node was read back`);
   };
+  // The read-back expects exactly what the plan writes.
+  const readback = { ...probe, expected: Object.fromEntries(plan.files.map((f) => [f.file.path, [f.content]])) };
   let out;
   try {
-    const res = await session.run(applyScript(plan, script));
+    const res = await session.run(applyScript(plan, factsScript(readback)));
     out = parseApplyOutput(res.stdout);
     if (out.readback === '' && res.code !== 0) {
       const why =
@@ -137,7 +142,7 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   let after: Facts | undefined;
   let readbackError = '';
   try {
-    after = parseFacts(out.readback);
+    after = parseFacts(out.readback, readback.expected);
   } catch (e) {
     readbackError = (e as Error).message;
   }
@@ -170,6 +175,41 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   return { steps, plan, facts: after ?? facts };
 }
 
+/** What the preflight found that the mode depends on. */
+function preflightNote(plan: NodePlan, facts: Facts): string {
+  if (plan.mode === 'ipvs') {
+    return (
+      `modules available: ${plan.modules.join(', ')}` +
+      (plan.modules.includes('nf_conntrack_ipv4') ? '' : ' (no nf_conntrack_ipv4 in this kernel: not needed)')
+    );
+  }
+  const nft = (facts as Facts & { nftVersion?: string }).nftVersion;
+  if (plan.mode === 'nftables') return `kernel ${facts.kernel}${nft ? `, ${nft}` : ', nft not installed yet'}: nftables mode can run here`;
+  return `${plan.mode} mode needs no kernel module or file from this tool`;
+}
+
+/**
+ * What the mode's files hold on a node these settings converged, for every answer of the node to the
+ * optional modules (planNode lists one where modprobe finds it), so that the facts of a converged node
+ * confirm the files instead of carrying them. Only a guess: a file matching none is carried in full.
+ */
+export function convergedContents(settings: NodeSettings): ExpectedContents {
+  const req = MODES[settings.mode];
+  const required = req.loadModules(settings);
+  const lists = req.optionalModules.reduce<string[][]>((acc, m) => acc.flatMap((l) => [l, [...l, m]]), [required]);
+  try {
+    return Object.fromEntries(
+      req.files.map((f) => {
+        const template = readTemplate(f.template);
+        return [f.path, lists.map((mods) => renderModuleTemplate(template, mods))];
+      }),
+    );
+  } catch {
+    // module names the template refuses: the plan reports them; the facts only lose the shortcut
+    return {};
+  }
+}
+
 function describeNode(f: Facts): string {
   const pm = f.packageManagers[0] ?? 'no package manager';
   return `${f.os.prettyName || f.os.id}, kernel ${f.kernel}, ${pm}${f.systemd ? ', systemd' : ''}`;
@@ -190,7 +230,8 @@ function plannedStep(plan: NodePlan, name: string, dryRun: boolean): { status: S
         : { status: 'ok', message: `${plan.packages.join(', ')} already installed` };
     case 'ipvs.modules':
     case 'modules-load.d': {
-      const f = plan.files.find((x) => stepNameForFile(x.file.path) === name)!;
+      const f = plan.files.find((x) => stepNameForFile(x.file.path) === name);
+      if (!f) return { status: 'skipped', message: `${plan.mode} mode needs no module file` };
       const strays = f.strays.length ? `remove ${strayNote(f.strays)}` : '';
       if (f.action === 'none') {
         return strays ? { status: 'changed', message: `${would}${strays}; ${f.file.path} is up to date` } : { status: 'ok', message: `${f.file.path} is up to date` };
@@ -206,6 +247,7 @@ function plannedStep(plan: NodePlan, name: string, dryRun: boolean): { status: S
       };
     }
     case 'modules':
+      if (plan.modules.length === 0) return { status: 'skipped', message: `${plan.mode} mode needs no module loaded ahead (its tools load their own)` };
       return plan.load.length
         ? { status: 'changed', message: `${would}load ${plan.load.join(', ')}` }
         : { status: 'ok', message: `${plan.modules.join(', ')} loaded or built in` };
@@ -228,7 +270,7 @@ function messageFor(module: string, scriptOutput: string, after: Facts): string 
 /** Compare the node as read back with the plan's target state. */
 export function verify(plan: NodePlan, after: Facts): string[] {
   const problems: string[] = [];
-  const notInstalled = plan.packages.filter((p) => !after.packages[p]);
+  const notInstalled = plan.packages.filter((p) => !(plan.packageNames?.[p] ?? [p]).some((n) => after.packages[n]));
   if (notInstalled.length) problems.push(`not installed: ${notInstalled.join(', ')}`);
   for (const f of plan.files) {
     const cur = after.files[f.file.path];

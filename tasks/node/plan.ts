@@ -2,18 +2,12 @@ import type { Host } from '../inventory/types.ts';
 import { unifiedDiff } from '../run/diff.ts';
 import { familyOf, OS_FAMILIES, PACKAGE_MANAGERS, type OsFamily, type PackageManager } from './distros.ts';
 import type { Facts } from './facts.ts';
-import {
-  CONNTRACK_MODULE,
-  ipvsModules,
-  LEGACY_CONNTRACK_MODULE,
-  MANAGED_FILES,
-  schedulerProblem,
-  type ManagedFile,
-} from './ipvs-requirements.ts';
+import { schedulerProblem, type ManagedFile } from './ipvs-requirements.ts';
+import { gateProblem, MODES, type ModeRequirements } from './modes.ts';
 import { readTemplate, renderModuleTemplate } from './templates.ts';
 
-// The node plan: a pure comparison of what IPVS mode needs with what the node's facts say it has.
-// Dry-run prints it; apply executes exactly it; nothing else decides what changes on a node.
+// The node plan: a pure comparison of what the host's target mode needs (modes.ts) with what the node's
+// facts say it has. Dry-run prints it; apply executes exactly it; nothing else decides what changes on a node.
 
 export interface FilePlan {
   file: ManagedFile;
@@ -29,6 +23,8 @@ export interface FilePlan {
 
 export interface NodePlan {
   host: string;
+  /** the target mode whose prerequisites this plan puts in place */
+  mode: ModeRequirements['mode'];
   /** false when the host's target mode needs none of this (the node phase is skipped for it) */
   applicable: boolean;
   skipReason?: string;
@@ -38,8 +34,10 @@ export interface NodePlan {
   packageManager?: PackageManager;
   /** kpm_package_lock_timeout of the host */
   packageLockTimeoutS?: number;
-  /** every package IPVS mode needs, in this family's names */
+  /** every package the mode needs, in this family's names (the installed one where the family has several) */
   packages: string[];
+  /** per package in `packages`: every name the family gives it (verify accepts any installed one) */
+  packageNames?: Record<string, readonly string[]>;
   install: string[];
   /** module load order, as written to both files */
   modules: string[];
@@ -50,23 +48,17 @@ export interface NodePlan {
 
 /** Package names to ask every node about before its family is known: the union over families. */
 export function packagesToProbe(): string[] {
-  const names = OS_FAMILIES.flatMap((f) => Object.values(f.packages));
+  const names = OS_FAMILIES.flatMap((f) => Object.values(f.packages).flat());
   return [...new Set(names)];
 }
 
 function emptyPlan(host: Host): NodePlan {
-  return { host: host.name, applicable: true, packages: [], install: [], modules: [], load: [], files: [] };
+  return { host: host.name, mode: host.settings.mode, applicable: true, packages: [], install: [], modules: [], load: [], files: [] };
 }
 
 export function planNode(host: Host, facts: Facts): NodePlan {
   const plan = emptyPlan(host);
-  if (host.settings.mode !== 'ipvs') {
-    return {
-      ...plan,
-      applicable: false,
-      skipReason: `kube_proxy_mode is ${host.settings.mode}: the IPVS prerequisites are not needed`,
-    };
-  }
+  const req = MODES[host.settings.mode];
 
   const family = facts.family ? OS_FAMILIES.find((f) => f.name === facts.family) : familyOf(facts.os);
   if (!family) {
@@ -98,34 +90,43 @@ export function planNode(host: Host, facts: Facts): NodePlan {
     };
   }
 
-  const sched = schedulerProblem(host.settings);
-  if (sched) return { ...plan, error: sched };
+  if (req.mode === 'ipvs') {
+    const sched = schedulerProblem(host.settings);
+    if (sched) return { ...plan, error: sched };
+  }
+  const gate = gateProblem(req, facts.kernel, (facts as Facts & { nftVersion?: string }).nftVersion);
+  if (gate) return { ...plan, error: gate };
 
-  // Modules: every IPVS module and nf_conntrack must exist in this kernel; the legacy IPv4 conntrack
-  // module is added only where modprobe finds it.
-  const required = [...ipvsModules(host.settings), CONNTRACK_MODULE];
-  const missing = required.filter((m) => !facts.modules[m]?.available);
+  // Modules: every module the mode loads or relies on must exist in this kernel; an optional one (the
+  // legacy IPv4 conntrack module) is added only where modprobe finds it.
+  const required = req.loadModules(host.settings);
+  const missing = [...required, ...req.kernelModules].filter((m) => !facts.modules[m]?.available);
   if (missing.length > 0) {
     const detail = missing
       .map((m) => `${m}${facts.modules[m]?.message ? ` (${facts.modules[m]!.message})` : ''}`)
       .join('; ');
     const noIpvs = missing.includes('ip_vs');
+    const noNft = missing.includes('nf_tables');
     return {
       ...plan,
       error:
         (noIpvs
           ? `kernel ${facts.kernel} has no ip_vs module: IPVS mode cannot run on this node`
-          : `kernel ${facts.kernel} lacks module${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`) +
+          : noNft
+            ? `kernel ${facts.kernel} has no nf_tables module: nftables mode cannot run on this node`
+            : `kernel ${facts.kernel} lacks module${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`) +
         `: ${detail}`,
     };
   }
-  plan.modules = facts.modules[LEGACY_CONNTRACK_MODULE]?.available ? [...required, LEGACY_CONNTRACK_MODULE] : required;
+  plan.modules = [...required, ...req.optionalModules.filter((m) => facts.modules[m]?.available)];
   plan.load = plan.modules.filter((m) => !facts.modules[m]!.loaded && !facts.modules[m]!.builtin);
 
-  plan.packages = Object.values(family.packages);
+  const names = req.packages.map((role) => family.packages[role]);
+  plan.packages = names.map((alts) => alts.find((p) => facts.packages[p]) ?? alts[0]!);
+  plan.packageNames = Object.fromEntries(plan.packages.map((p, i) => [p, names[i]!]));
   plan.install = plan.packages.filter((p) => !facts.packages[p]);
 
-  plan.files = MANAGED_FILES.map((file) => planFile(file, renderModuleTemplate(readTemplate(file.template), plan.modules), facts));
+  plan.files = req.files.map((file) => planFile(file, renderModuleTemplate(readTemplate(file.template), plan.modules), facts));
   return plan;
 }
 

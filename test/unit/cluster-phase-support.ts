@@ -29,6 +29,9 @@ export function fakeNodeSessions(modeOf: (node: string) => string | null, answer
           const table = mode === 'ipvs' ? 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\nTCP  10.96.0.1:443 rr\n' : '';
           out += `@@kpm:ipvs 0 ${b64(table)}\n`;
         }
+        // each mode's own proof, as a node programmed by a kube-proxy in that mode shows it
+        if (script.includes('nft list tables') && mode === 'nftables') out += `@@kpm:proof 0 ${b64('table ip kube-proxy\ntable ip6 kube-proxy\n')}\n`;
+        if (script.includes('-S KUBE-SERVICES') && mode === 'iptables') out += `@@kpm:proof 0 ${b64('-N KUBE-SERVICES\n')}\n`;
         // the probes ride in the same exec as the mode read
         for (const [, i, ip, port] of script.matchAll(/^probe (\d+) \w+ '?([^' ]+)'? (\d+)/gm)) {
           const ok = answers ? answers(host.name, mode, ip!, Number(port)) : true;

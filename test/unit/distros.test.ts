@@ -55,9 +55,15 @@ describe('OS_FAMILIES', () => {
   const by = (n: string) => OS_FAMILIES.find((f) => f.name === n);
 
   it('names the packages per family', () => {
-    expect(by('debian')?.packages).toEqual({ ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack' });
-    expect(by('redhat')?.packages).toEqual({ ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack-tools' });
-    expect(by('suse')?.packages).toEqual({ ipvsadm: 'ipvsadm', ipset: 'ipset', conntrack: 'conntrack-tools' });
+    expect(by('debian')?.packages).toEqual({ ipvsadm: ['ipvsadm'], ipset: ['ipset'], conntrack: ['conntrack'], iptables: ['iptables'], nftables: ['nftables'] });
+    expect(by('redhat')?.packages).toEqual({
+      ipvsadm: ['ipvsadm'],
+      ipset: ['ipset'],
+      conntrack: ['conntrack-tools'],
+      iptables: ['iptables-nft', 'iptables'],
+      nftables: ['nftables'],
+    });
+    expect(by('suse')?.packages).toEqual({ ipvsadm: ['ipvsadm'], ipset: ['ipset'], conntrack: ['conntrack-tools'], iptables: ['iptables'], nftables: ['nftables'] });
   });
 
   it('orders package managers (EL8+ dnf before yum) and says how packages are queried', () => {

@@ -120,6 +120,7 @@ describe.each(KUBEADM_VERSIONS)('kubeadm %s ConfigMap', (version) => {
         syncPeriod: '0s',
         minSyncPeriod: '0s',
       },
+      featureGates: {},
     });
     expect(readConfigMapData(cm.data)).toEqual(readProxyConfig(text));
   });

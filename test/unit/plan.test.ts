@@ -126,11 +126,40 @@ describe('node plan', () => {
     expect(planNode(host(), facts({ user: 'ubuntu' })).error).toMatch(/connected as ubuntu without root/);
   });
 
-  test('another target mode: the node phase does not apply', () => {
-    const p = planNode(host('    kube_proxy_mode: iptables\n'), facts());
-    expect(p.applicable).toBe(false);
-    expect(p.skipReason).toMatch(/kube_proxy_mode is iptables/);
-    expect(planIsNoop(p)).toBe(true);
+  test('iptables mode: its tools (and conntrack), no module file, nothing loaded ahead', () => {
+    const p = planNode(host('    kube_proxy_mode: iptables\n'), facts({ packages: { iptables: true, conntrack: false } }));
+    expect(p.error).toBeUndefined();
+    expect(p.mode).toBe('iptables');
+    expect(p.packages).toEqual(['iptables', 'conntrack']);
+    expect(p.install).toEqual(['conntrack']);
+    expect(p.files).toEqual([]);
+    expect(p.modules).toEqual([]);
+    expect(planIsNoop(p)).toBe(false);
+    expect(planIsNoop(planNode(host('    kube_proxy_mode: iptables\n'), facts({ packages: { iptables: true, conntrack: true } })))).toBe(true);
+  });
+
+  test('a family that names a package two ways: the installed name counts, the first is installed', () => {
+    const el = { os: { id: 'rocky', idLike: ['rhel'], versionId: '9.4', prettyName: 'Rocky Linux 9.4' }, family: 'redhat' as const, packageManagers: ['dnf' as const] };
+    const old = planNode(host('    kube_proxy_mode: iptables\n'), facts({ ...el, packages: { iptables: true, 'iptables-nft': false, 'conntrack-tools': true } }));
+    expect(old.packages).toEqual(['iptables', 'conntrack-tools']);
+    expect(planIsNoop(old)).toBe(true);
+    const none = planNode(host('    kube_proxy_mode: iptables\n'), facts({ ...el, packages: { iptables: false, 'iptables-nft': false, 'conntrack-tools': true } }));
+    expect(none.install).toEqual(['iptables-nft']);
+  });
+
+  test('nftables mode: nft and conntrack; kernel and nft gates refuse a node before any change, naming its versions', () => {
+    const nftMods = (f: Facts): Facts => ({ ...f, modules: { ...f.modules, nf_tables: probe('nf_tables') } });
+    const ok = planNode(host('    kube_proxy_mode: nftables\n'), nftMods(facts({ nftVersion: 'nftables v1.0.6 (Lester Gooch #5)' } as Partial<Facts>)));
+    expect(ok.error).toBeUndefined();
+    expect(ok.packages).toEqual(['nftables', 'conntrack']);
+    expect(ok.files).toEqual([]);
+    const oldKernel = planNode(host('    kube_proxy_mode: nftables\n'), nftMods(facts({ kernel: '5.10.0-28-amd64' })));
+    expect(oldKernel.error).toBe("kernel 5.10.0-28-amd64 is older than 5.13: kube-proxy's nftables mode cannot run on this node");
+    expect(oldKernel.install).toEqual([]);
+    const oldNft = planNode(host('    kube_proxy_mode: nftables\n'), nftMods(facts({ kernel: '4.18.0-553.el8_10.x86_64', nftVersion: 'nftables v0.9.3 (Topsy)' } as Partial<Facts>)));
+    expect(oldNft.error).toBe("kernel 4.18.0-553.el8_10.x86_64 is older than 5.13 and nft 0.9.3 is older than 1.0.0: kube-proxy's nftables mode cannot run on this node");
+    const noNfTables = planNode(host('    kube_proxy_mode: nftables\n'), { ...facts(), modules: { ...facts().modules, nf_tables: probe('nf_tables', { available: false, message: 'modprobe: FATAL: Module nf_tables not found' }) } });
+    expect(noNfTables.error).toMatch(/^kernel 6.1.0-27-amd64 has no nf_tables module: nftables mode cannot run on this node: nf_tables \(modprobe: FATAL/);
   });
 
   test('drift: an edited file shows a diff, a wrong mode is fixed in place', () => {
