@@ -1,5 +1,6 @@
-import { joinHostPort } from '../tasks/dataplane/addresses.ts';
+import { joinHostPort, normalizeIp } from '../tasks/dataplane/addresses.ts';
 import { servicePortChainName, servicePortEndpointChainName, servicePortName } from '../tasks/dataplane/chain-names.ts';
+import { kubeProxyNftChainName, type KubeProxyChainKind } from '../tasks/dataplane/nftables.ts';
 import { iptablesProbability } from '../tasks/dataplane/shares.ts';
 
 // Dumps as kube-proxy leaves them on a node, for Services described here: `iptables-save` (or
@@ -345,6 +346,159 @@ export function kubeProxyIpvsadm(services: readonly GenService[], o: IpvsGenOpti
     n++;
   }
   return lines.join('\n') + '\n';
+}
+
+export interface NftablesGenOptions {
+  family: 'ipv4' | 'ipv6';
+  /** kube-proxy's nodePortAddresses as the node's addresses (the nodeport-ips set); default every local address */
+  nodeAddresses?: string[];
+  /** the pod CIDR of kube-proxy's local detector; default 10.244.0.0/16 (fd00:10:244::/64) */
+  clusterCIDR?: string;
+}
+
+/** A duration as nft prints it: 10800 → "3h", 90 → "1m30s". */
+function nftDuration(seconds: number): string {
+  const parts: [number, string][] = [
+    [Math.floor(seconds / 86400), 'd'],
+    [Math.floor((seconds % 86400) / 3600), 'h'],
+    [Math.floor((seconds % 3600) / 60), 'm'],
+    [seconds % 60, 's'],
+  ];
+  const text = parts.filter(([n]) => n > 0).map(([n, u]) => `${n}${u}`).join('');
+  return text === '' ? '0s' : text;
+}
+
+/**
+ * `nft list table ip kube-proxy` (ip6 for ipv6: only the Services of that family) of a node running
+ * kube-proxy 1.31+ in nftables mode, in the layout nft prints: loaded with `nft -f` (after
+ * `table ip kube-proxy` / `delete table ip kube-proxy` lines, to replace a table that is there), it
+ * lists back the same, but for whitespace and the order of map and set elements.
+ */
+export function kubeProxyNftables(services: readonly GenService[], o: NftablesGenOptions): string {
+  const v6 = o.family === 'ipv6';
+  const ipX = v6 ? 'ip6' : 'ip';
+  const addrType = v6 ? 'ipv6_addr' : 'ipv4_addr';
+  const cidr = o.clusterCIDR ?? (v6 ? 'fd00:10:244::/64' : '10.244.0.0/16');
+  const noLocalhost = v6 ? 'ip6 daddr != ::1' : 'ip daddr != 127.0.0.0/8';
+  const mine = services.filter((s) => s.clusterIP.includes(':') === v6);
+  const nodeIPs = (o.nodeAddresses ?? []).filter((a) => a.includes(':') === v6).map(normalizeIp);
+  const mark = '0x00004000';
+
+  interface Container {
+    kind: 'set' | 'map';
+    name: string;
+    lines: string[];
+    elements: string[];
+  }
+  const containers: Container[] = [];
+  const container = (kind: 'set' | 'map', name: string, ...lines: string[]) => {
+    const c: Container = { kind, name, lines, elements: [] };
+    containers.push(c);
+    return c;
+  };
+  const clusterIPs = container('set', 'cluster-ips', `type ${addrType}`, 'comment "Active ClusterIPs"');
+  const nodePortIPs = nodeIPs.length ? container('set', 'nodeport-ips', `type ${addrType}`, 'comment "IPs that accept NodePort traffic"') : undefined;
+  if (nodePortIPs) nodePortIPs.elements.push(...nodeIPs);
+  const noEndpointServices = container('map', 'no-endpoint-services', `type ${addrType} . inet_proto . inet_service : verdict`, 'comment "vmap to drop or reject packets to services with no endpoints"');
+  const noEndpointNodePorts = container('map', 'no-endpoint-nodeports', 'type inet_proto . inet_service : verdict', 'comment "vmap to drop or reject packets to service nodeports with no endpoints"');
+  const firewallIPs = container('map', 'firewall-ips', `type ${addrType} . inet_proto . inet_service : verdict`, 'comment "destinations that are subject to LoadBalancerSourceRanges"');
+  const serviceIPs = container('map', 'service-ips', `type ${addrType} . inet_proto . inet_service : verdict`, 'comment "ClusterIP, ExternalIP and LoadBalancer IP traffic"');
+  const serviceNodePorts = container('map', 'service-nodeports', 'type inet_proto . inet_service : verdict', 'comment "NodePort traffic"');
+
+  const chains: { name: string; lines: string[] }[] = [];
+  const chain = (name: string, ...lines: string[]) => chains.push({ name, lines });
+  const nodePortMatch = nodePortIPs ? `${ipX} daddr @nodeport-ips` : `fib daddr type local ${noLocalhost}`;
+  chain('filter-prerouting', 'type filter hook prerouting priority dstnat - 10; policy accept;', 'ct state new jump firewall-check');
+  chain('filter-input', 'type filter hook input priority -110; policy accept;', 'ct state new jump nodeport-endpoints-check', 'ct state new jump service-endpoints-check');
+  chain('filter-forward', 'type filter hook forward priority -110; policy accept;', 'ct state new jump service-endpoints-check', 'ct state new jump cluster-ips-check');
+  chain('filter-output', 'type filter hook output priority -110; policy accept;', 'ct state new jump service-endpoints-check', 'ct state new jump firewall-check');
+  chain('filter-output-post-dnat', 'type filter hook output priority -90; policy accept;', 'ct state new jump cluster-ips-check');
+  chain('nat-output', 'type nat hook output priority -100; policy accept;', 'jump services');
+  chain('nat-postrouting', 'type nat hook postrouting priority srcnat; policy accept;', 'jump masquerading');
+  chain('nat-prerouting', 'type nat hook prerouting priority dstnat; policy accept;', 'jump services');
+  chain('nodeport-endpoints-check', `${nodePortIPs ? `${ipX} daddr @nodeport-ips` : noLocalhost} meta l4proto . th dport vmap @no-endpoint-nodeports`);
+  chain('service-endpoints-check', `${ipX} daddr . meta l4proto . th dport vmap @no-endpoint-services`);
+  chain('firewall-check', `${ipX} daddr . meta l4proto . th dport vmap @firewall-ips`);
+  chain('services', `${ipX} daddr . meta l4proto . th dport vmap @service-ips`, `${nodePortMatch} meta l4proto . th dport vmap @service-nodeports`);
+  chain('masquerading', `meta mark & ${mark} == 0x00000000 return`, `meta mark set meta mark ^ ${mark}`, 'masquerade fully-random');
+  chain('cluster-ips-check', `${ipX} daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"`);
+  chain('mark-for-masquerade', `meta mark set meta mark | ${mark}`);
+  chain('reject-chain', 'comment "helper for @no-endpoint-services / @no-endpoint-nodeports"', 'reject');
+
+  for (const svc of mine) {
+    const clusterIP = normalizeIp(svc.clusterIP);
+    clusterIPs.elements.push(clusterIP);
+    for (const p of svc.ports) {
+      const proto = p.protocol.toLowerCase();
+      const spn = servicePortName(svc.namespace, svc.name, p.name);
+      const name = (kind: KubeProxyChainKind, ep?: GenEndpoint) =>
+        kubeProxyNftChainName(kind, svc.namespace, svc.name, proto, p.name, ep ? joinHostPort(normalizeIp(ep.ip), ep.port) : undefined);
+      const local = svc.externalTrafficPolicy === 'Local';
+      const eps = p.endpoints;
+      const localEps = eps.filter((e) => e.local);
+      const hasEndpoints = eps.length > 0;
+      const externally = p.nodePort !== undefined || (svc.externalIPs ?? []).length > 0 || (svc.loadBalancerIPs ?? []).length > 0;
+      const hasExternal = hasEndpoints && (!local || localEps.length > 0);
+      const usesLocal = local && externally && localEps.length > 0;
+      const key = (ip: string, port: number) => `${normalizeIp(ip)} . ${proto} . ${port}`;
+      const externalVerdict = hasEndpoints ? 'drop' : 'goto reject-chain';
+      if (hasEndpoints) serviceIPs.elements.push(`${key(clusterIP, p.port)} : goto ${name('service')}`);
+      else noEndpointServices.elements.push(`${key(clusterIP, p.port)} comment "${spn}" : goto reject-chain`);
+      for (const ip of [...(svc.externalIPs ?? []), ...(svc.loadBalancerIPs ?? [])]) {
+        if (hasEndpoints) serviceIPs.elements.push(`${key(ip, p.port)} : goto ${name('external')}`);
+        if (!hasExternal) noEndpointServices.elements.push(`${key(ip, p.port)} comment "${spn}" : ${externalVerdict}`);
+      }
+      const ranges = svc.loadBalancerSourceRanges ?? [];
+      const usesFirewall = (svc.loadBalancerIPs ?? []).length > 0 && ranges.length > 0;
+      if (usesFirewall) for (const ip of svc.loadBalancerIPs!) firewallIPs.elements.push(`${key(ip, p.port)} : goto ${name('firewall')}`);
+      if (p.nodePort !== undefined) {
+        if (hasEndpoints) serviceNodePorts.elements.push(`${proto} . ${p.nodePort} : goto ${name('external')}`);
+        if (!hasExternal) noEndpointNodePorts.elements.push(`${proto} . ${p.nodePort} comment "${spn}" : ${externalVerdict}`);
+      }
+      if (!hasEndpoints) continue;
+
+      const affinity = svc.affinitySeconds;
+      if (affinity !== undefined) {
+        for (const ep of eps) container('set', name('affinity', ep), `type ${addrType}`, 'size 65535', 'flags dynamic,timeout', `timeout ${nftDuration(affinity)}`);
+      }
+      const balance = (list: GenEndpoint[]) => {
+        const lines = affinity === undefined ? [] : list.map((ep) => `${ipX} saddr @${name('affinity', ep)} goto ${name('endpoint', ep)}`);
+        lines.push(`numgen random mod ${list.length} vmap { ${list.map((ep, i) => `${i} : goto ${name('endpoint', ep)}`).join(', ')} }`);
+        return lines;
+      };
+      for (const ep of eps) {
+        const ip = normalizeIp(ep.ip);
+        const lines = [`${ipX} saddr ${ip} jump mark-for-masquerade`];
+        if (affinity !== undefined) lines.push(`update @${name('affinity', ep)} { ${ipX} saddr }`);
+        lines.push(`meta l4proto ${proto} dnat to ${joinHostPort(ip, ep.port)}`);
+        chain(name('endpoint', ep), ...lines);
+      }
+      chain(name('service'), `${ipX} daddr ${clusterIP} ${proto} dport ${p.port} ${ipX} saddr != ${cidr} jump mark-for-masquerade`, ...balance(eps));
+      if (usesLocal) chain(name('local'), ...balance(localEps));
+      if (externally) {
+        const ext: string[] = [];
+        if (!local) ext.push('jump mark-for-masquerade');
+        else {
+          ext.push(`${ipX} saddr ${cidr} goto ${name('service')} comment "short-circuit pod traffic"`);
+          ext.push('fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"');
+          ext.push(`fib saddr type local goto ${name('service')} comment "short-circuit local traffic"`);
+        }
+        if (hasExternal) ext.push(`goto ${name(local ? 'local' : 'service')}`);
+        chain(name('external'), ...ext);
+      }
+      if (usesFirewall) chain(name('firewall'), `${ipX} saddr != { ${ranges.join(', ')} } drop`);
+    }
+  }
+
+  const blocks: string[] = [];
+  for (const c of containers) {
+    const lines = [`\t${c.kind} ${c.name} {`, ...c.lines.map((l) => `\t\t${l}`)];
+    if (c.elements.length) lines.push(`\t\telements = { ${c.elements.join(',\n\t\t\t     ')} }`);
+    lines.push('\t}');
+    blocks.push(lines.join('\n'));
+  }
+  for (const c of chains) blocks.push([`\tchain ${c.name} {`, ...c.lines.map((l) => `\t\t${l}`), '\t}'].join('\n'));
+  return `table ${ipX} kube-proxy {\n\tcomment "rules for kube-proxy"\n${blocks.join('\n\n')}\n}\n`;
 }
 
 /** The addresses of the frontends kube-proxy makes for a Service port, as traces print them. */

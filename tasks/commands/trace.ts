@@ -8,12 +8,14 @@ import { kubeProxyNodes } from '../cluster/preflight.ts';
 import { nodeReadScript, parseDataplaneDump } from '../dataplane/node-read.ts';
 import { parseIptablesSave } from '../dataplane/iptables-save.ts';
 import { parseIpvsadm } from '../dataplane/ipvsadm.ts';
+import { parseNftables } from '../dataplane/nftables.ts';
 import {
   compareWithEndpoints,
   parseServiceRef,
   renderTraceTree,
   traceIptables,
   traceIpvs,
+  traceNftables,
   type ExpectedEndpoint,
   type ExpectedFrontend,
   type ServiceRef,
@@ -27,8 +29,8 @@ import { kubeTargetOf } from './status.ts';
 
 // `trace`: where does this Service's traffic go, on a node, really. Live: the Service and its
 // EndpointSlices from the API, the node's dataplane over SSH (one exec), walked by the dataplane
-// parsers and compared with the endpoints. Offline (--dump): a saved iptables-save or ipvsadm -Ln
-// output, with no cluster and no SSH.
+// parsers and compared with the endpoints. Offline (--dump): a saved iptables-save, ipvsadm -Ln or
+// nft list output, with no cluster and no SSH.
 
 export interface TraceOptions extends ReadAccess {
   service: string;
@@ -76,8 +78,9 @@ export async function trace(opts: TraceOptions): Promise<number> {
 // ---------------------------------------------------------------------------------------------------------
 // Offline
 
-/** iptables-save or ipvsadm -Ln? Told by the lines only each of them prints. */
-export function dumpKind(text: string): 'iptables' | 'ipvs' | undefined {
+/** iptables-save, ipvsadm -Ln or nft list? Told by the lines only each of them prints. */
+export function dumpKind(text: string): 'iptables' | 'ipvs' | 'nftables' | undefined {
+  if (/^\s*table\s+(ip6?|inet)\s+\S+\s*\{/m.test(text)) return 'nftables';
   if (/^(\*(nat|filter|mangle|raw)\b|:KUBE-\S+ |-A \S+ )/m.test(text)) return 'iptables';
   if (/^(IP Virtual Server version|Prot LocalAddress:Port|(TCP|UDP|SCTP)\s+\S+:\d+\s|FWM\s+\d+|\s+->\s+\S+:\d+|-A -[tuf] )/m.test(text)) return 'ipvs';
   return undefined;
@@ -94,9 +97,12 @@ function traceDump(opts: TraceOptions, ref: ServiceRef): ServiceTrace {
   if (size > MAX_DUMP_BYTES) throw new UsageError(`--dump ${file}: ${size} bytes, more than the ${MAX_DUMP_BYTES} this reads`);
   const text = readFileSync(file, 'utf8');
   const kind = dumpKind(text);
-  if (!kind) throw new UsageError(`--dump ${file}: neither iptables-save nor ipvsadm -Ln output (no table, chain, rule or virtual service line)`);
+  if (!kind) {
+    throw new UsageError(`--dump ${file}: neither iptables-save, ipvsadm -Ln nor nft list output (no table, chain, rule or virtual service line)`);
+  }
   const service = `${ref.namespace}/${ref.name}`;
   if (kind === 'iptables') return traceIptables(parseIptablesSave(text), ref, opts.protocol ? { protocol: opts.protocol } : {});
+  if (kind === 'nftables') return traceNftables(parseNftables(text), ref, opts.protocol ? { protocol: opts.protocol } : {});
   // IPVS knows nothing of Services: the caller says which virtual service is this one
   if (!opts.clusterIP || typeof ref.port !== 'number') {
     throw new UsageError(`--dump ${file} is ipvsadm output, which has no Service names: give --cluster-ip IP and --port NUMBER (or ${service}:NUMBER)`);
@@ -153,10 +159,19 @@ async function traceLive(opts: TraceOptions, ref: ServiceRef, err: (line: string
   const host: Host = mapping.host!;
   const sessions = new SessionPool({ acceptNewHostKeys: false, ...(opts.becomePassword !== undefined ? { becomePassword: opts.becomePassword } : {}) });
   let stdout: string;
+  let nft: { code: number; text: string } | undefined;
   try {
     const session = await sessions.get(host);
     const script = [nodeCheckScript(conf.metricsBindAddress), nodeReadScript('dump')].map((p) => `(\n${p}\n)`).join('\n');
     stdout = (await session.run(script, { timeoutMs: 120_000 })).stdout;
+    // The node read lists nft only where nf_tables shows as a loaded module (a kernel with it built in
+    // shows none), and drops the listing when its last command, the ip6 table's, fails (a node may
+    // have the ip table alone). kube-proxy answering nftables means nf_tables is in use: listing its
+    // tables here loads nothing.
+    if ((parseNodeCheck(stdout).mode ?? conf.mode) === 'nftables' && parseDataplaneDump(stdout).nft === undefined) {
+      const r = await session.run(NFT_READ, { timeoutMs: 60_000 });
+      nft = { code: r.code ?? -1, text: r.stdout };
+    }
   } finally {
     await sessions.closeAll();
   }
@@ -179,8 +194,16 @@ async function traceLive(opts: TraceOptions, ref: ServiceRef, err: (line: string
       'iptables',
       texts.map((t) => traceIptables(parseIptablesSave(t), ref, { nodeAddresses })),
     );
+  } else if (mode === 'nftables') {
+    const text = dump.nft ?? (nft && nft.code === 0 ? nft.text : undefined);
+    if (text === undefined) {
+      throw new Error(`${mapping.node} runs nftables but its kube-proxy tables could not be read: ${nft?.code === 127 ? 'nft is not installed' : nft?.text.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
+    }
+    const families = (svc.spec?.ipFamilies ?? ['IPv4']).map((f) => (f === 'IPv6' ? 'ip6' : 'ip'));
+    const loadBalancerIPs = (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter((ip): ip is string => !!ip);
+    result = traceNftables(parseNftables(text), ref, { nodeAddresses, families, loadBalancerIPs });
   } else {
-    throw new Error(`${mapping.node} runs kube-proxy in ${mode} mode${running.mode ? '' : ` (from the ConfigMap: /proxyMode did not answer: ${running.error})`}; trace reads iptables and ipvs`);
+    throw new Error(`${mapping.node} runs kube-proxy in ${mode} mode${running.mode ? '' : ` (from the ConfigMap: /proxyMode did not answer: ${running.error})`}; trace reads iptables, ipvs and nftables`);
   }
   if (!running.mode) result.warnings.unshift(`/proxyMode did not answer on ${mapping.node} (${running.error}): mode taken from the ConfigMap`);
   result.warnings.unshift(...dump.errors.map((e) => `${mapping.node}: ${e}`).filter((w) => !/ip6tables-save: not installed/.test(w)));
@@ -216,6 +239,13 @@ function traceServiceIpvs(table: string, service: string, svc: V1Service, ref: S
   );
   return merge(service, 'ipvs', traces);
 }
+
+/** Both families' kube-proxy tables, nft's own complaint about a missing one included (the parser reads it). */
+const NFT_READ = `export LC_ALL=C PATH="$PATH:/usr/sbin:/sbin"
+command -v nft >/dev/null 2>&1 || exit 127
+nft list table ip kube-proxy 2>&1
+nft list table ip6 kube-proxy 2>&1
+exit 0`;
 
 function merge(service: string, mode: 'iptables' | 'ipvs', traces: ServiceTrace[]): ServiceTrace {
   return {

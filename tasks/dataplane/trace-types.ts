@@ -11,9 +11,12 @@ export interface TraceBackend {
   share: number;
   /** IPVS weight */
   weight?: number;
-  /** iptables: the KUBE-SEP chain */
+  /** iptables: the KUBE-SEP chain; nftables: the endpoint- chain (or the chain whose rule DNATs) */
   chain?: string;
-  /** iptables: false when the KUBE-SEP chain is not in the dump (address from its comment, or "?") */
+  /**
+   * false when the endpoint chain is not in the dump: iptables takes the address from the rule's
+   * comment, nftables from the chain's name ("?" when neither says)
+   */
   resolved?: boolean;
   /** IPVS forwarding method: Masq, Route, Tunnel, Local */
   forwarding?: string;
@@ -39,10 +42,12 @@ export interface TraceAlternative {
 }
 
 export interface TraceDrop {
+  /** where the verdict is; nftables: a map ("@no-endpoint-services") for the Services without endpoints */
   chain: string;
   /**
    * KUBE-MARK-DROP, DROP, REJECT; ACCEPT, MASQUERADE, SNAT or REDIRECT (ends the walk without a DNAT);
-   * or a chain the dump does not have (reason "chain not in the dump")
+   * nftables: drop, reject, accept, masquerade; or a chain the dump does not have (reason "chain not
+   * in the dump")
    */
   target: string;
   share: number;
@@ -58,21 +63,21 @@ export interface TraceFrontend {
   /** TCP, UDP, SCTP */
   protocol: string;
   backends: TraceBackend[];
-  /** iptables: the service port's name ("" when unnamed) */
+  /** iptables, nftables: the service port's name ("" when unnamed) */
   portName?: string;
-  /** iptables: chains on the main path, entry chain first */
+  /** iptables, nftables: chains on the main path, entry first (nftables: the map, "@service-ips") */
   path?: string[];
-  /** iptables: jumps to KUBE-MARK-MASQ met on the way */
+  /** iptables: jumps to KUBE-MARK-MASQ met on the way; nftables: to mark-for-masquerade */
   masquerade?: MasqueradeMark[];
-  /** session affinity (ClientIP): iptables -m recent, IPVS persistent */
+  /** session affinity (ClientIP): iptables -m recent, IPVS persistent, nftables affinity sets */
   affinity?: { timeoutSeconds?: number };
-  /** iptables: Local when the main path goes through KUBE-SVL / KUBE-XLB (node-local endpoints only) */
+  /** Local when the main path goes through KUBE-SVL / KUBE-XLB (iptables) or a local- chain (nftables) */
   policy?: 'Cluster' | 'Local';
   drops?: TraceDrop[];
-  /** iptables: share of the traffic that passes every rule without being DNATed or dropped */
+  /** iptables, nftables: share of the traffic that passes every rule without being DNATed or dropped */
   fallThrough?: number;
   alternatives?: TraceAlternative[];
-  /** iptables: loadBalancerSourceRanges seen in a KUBE-FW chain */
+  /** loadBalancerSourceRanges seen in a KUBE-FW chain (iptables) or a firewall- chain (nftables) */
   sourceRanges?: string[];
   /** IPVS */
   scheduler?: string;
@@ -95,7 +100,7 @@ export interface DetachedChain {
 export interface ServiceTrace {
   /** "ns/name" */
   service: string;
-  mode: 'iptables' | 'ipvs';
+  mode: 'iptables' | 'ipvs' | 'nftables';
   frontends: TraceFrontend[];
   warnings: string[];
   detached?: DetachedChain[];

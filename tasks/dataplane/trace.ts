@@ -1,21 +1,25 @@
 import { normalizeEndpoint, splitHostPort } from './addresses.ts';
 import { formatShare } from './shares.ts';
 import { NOT_IN_DUMP } from './trace-iptables.ts';
+import { shortChainName } from './trace-nftables.ts';
 import type { FrontendKind, ServiceTrace, TraceBackend, TraceFrontend } from './trace-types.ts';
 
-// One Service through a node's dataplane (iptables or IPVS), checked against what the API says and
-// printed for a terminal. The walks themselves are in trace-iptables.ts and trace-ipvs.ts.
+// One Service through a node's dataplane (iptables, IPVS or nftables), checked against what the API says
+// and printed for a terminal. The walks themselves are in trace-iptables.ts, trace-ipvs.ts and
+// trace-nftables.ts.
 
 export type * from './trace-types.ts';
 export { listIptablesServices, NOT_IN_DUMP, parseServiceRef, traceIptables } from './trace-iptables.ts';
 export type { IptablesServiceSummary, IptablesTraceOptions, ServiceRef } from './trace-iptables.ts';
 export { traceIpvs } from './trace-ipvs.ts';
 export type { IpvsTraceQuery } from './trace-ipvs.ts';
+export { traceNftables } from './trace-nftables.ts';
+export type { NftablesTraceOptions } from './trace-nftables.ts';
 
 export interface ExpectedEndpoint {
   /** "ip:port" (IPv6 in brackets), or a bare IP to compare addresses only */
   address: string;
-  /** the Service port it serves; when given, only frontends of that port (iptables) are compared */
+  /** the Service port it serves; when given, only frontends of that port (iptables, nftables) are compared */
   portName?: string;
 }
 
@@ -110,6 +114,12 @@ function backendLine(trace: ServiceTrace, b: TraceBackend): string {
     const why = b.resolved === false ? (b.address === '?' ? '   (chain not in the dump)' : '   (chain not in the dump; address from its comment)') : '';
     return `${share}  ${target}${why}`;
   }
+  if (trace.mode === 'nftables' && b.chain !== undefined) {
+    const chain = shortChainName(b.chain);
+    const target = b.chain.startsWith('endpoint-') ? `${chain} → DNAT ${b.address}` : `DNAT ${b.address} (in ${chain})`;
+    const why = b.resolved === false ? (b.address === '?' ? '   (chain not in the dump)' : '   (chain not in the dump; address from its name)') : '';
+    return `${share}  ${target}${why}`;
+  }
   const cols = [b.address];
   if (b.forwarding !== undefined) cols.push(b.forwarding);
   if (b.weight !== undefined) cols.push(`weight ${b.weight}`);
@@ -122,8 +132,8 @@ function backendLine(trace: ServiceTrace, b: TraceBackend): string {
 function frontendHead(trace: ServiceTrace, f: TraceFrontend): string {
   let head = frontendLabel(f);
   if (f.portName) head += ` (${f.portName})`;
-  if (trace.mode === 'iptables') {
-    if (f.path && f.path.length) head += `  ${f.path.join(' → ')}`;
+  if (trace.mode === 'iptables' || trace.mode === 'nftables') {
+    if (f.path && f.path.length) head += `  ${f.path.map(shortChainName).join(' → ')}`;
     if (f.masquerade && f.masquerade.length) head += `  masquerade: ${[...new Set(f.masquerade.map((m) => m.condition))].join('; ')}`;
   } else {
     if (f.scheduler !== undefined) head += `  ${f.scheduler}`;
@@ -141,14 +151,14 @@ function frontendNotes(f: TraceFrontend): string[] {
   for (const d of f.drops ?? []) {
     notes.push(
       d.reason === NOT_IN_DUMP
-        ? `${formatShare(d.share)}  → ${d.target}   (chain not in the dump)`
-        : `${formatShare(d.share)}  ${d.target} in ${d.chain}${d.reason ? ` ("${d.reason}")` : ''}`,
+        ? `${formatShare(d.share)}  → ${shortChainName(d.target)}   (chain not in the dump)`
+        : `${formatShare(d.share)}  ${d.target} in ${shortChainName(d.chain)}${d.reason ? ` ("${d.reason}")` : ''}`,
     );
   }
   if (f.fallThrough !== undefined) notes.push(`${formatShare(f.fallThrough)}  passes every rule without DNAT`);
   for (const a of f.alternatives ?? []) {
     const n = a.backends.length;
-    notes.push(`if ${a.condition}: → ${a.chain} (${n === 0 ? 'no endpoint' : `${n} endpoint${n === 1 ? '' : 's'}`})`);
+    notes.push(`if ${a.condition}: → ${shortChainName(a.chain)} (${n === 0 ? 'no endpoint' : `${n} endpoint${n === 1 ? '' : 's'}`})`);
   }
   if (f.backends.length === 0 && !(f.drops ?? []).length) notes.push('no endpoint');
   return notes;

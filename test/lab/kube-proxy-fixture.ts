@@ -10,13 +10,19 @@
 //             labelled ipvsadm wrapper lists, and its ClusterIP onto a kube-ipvs0 link;
 //   iptables  iptables works; IPVS leftovers (table, kube-ipvs0) stay, as a real kube-proxy
 //             leaves them when it moves off ipvs;
-//   nftables  nft is installed.
+//   nftables  nft is installed; then the Services go into real `table ip kube-proxy` and
+//             `table ip6 kube-proxy` (both, as on a node that has both families), replaced in one
+//             `nft -f` transaction.  iptables and IPVS state stay as they are: the fixture does not
+//             do the clean-up of the other modes' rules a real kube-proxy >= 1.29 does when it
+//             starts in nftables mode (platformCleanup).
 //
 // Services given in the options carry real traffic: in iptables mode as kube-proxy's own nat
 // chains (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-NODEPORTS); in ipvs mode as rows of
 // the IPVS fixture table, an ipset-based KUBE-SERVICES that leaves the KUBE-SVC-* chains stale,
-// and, as the kernel has no IPVS, DNAT rules in the fixture's KPM-LAB-IPVS-EMULATION chain.  A
-// test can make a start drop the Services' traffic while kube-proxy looks healthy
+// and, as the kernel has no IPVS, DNAT rules in the fixture's KPM-LAB-IPVS-EMULATION chain; in
+// nftables mode as kube-proxy 1.31's table (service-ips -> service-* -> endpoint-* DNAT,
+// service-nodeports, no-endpoint-services; test/dataplane-dumps.ts writes it).  A test can make
+// an iptables or ipvs start drop the Services' traffic while kube-proxy looks healthy
 // (dataplaneFault).
 //
 // A ready "kube-proxy" is a small server in the host's namespaces (hostlab/kube-proxy-fixture/)
@@ -30,6 +36,7 @@
 // source layout otherwise.
 
 import { servicePortChainName, servicePortEndpointChainName } from '../../tasks/dataplane/chain-names.ts';
+import { kubeProxyNftables, type GenService } from '../dataplane-dumps.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -43,7 +50,7 @@ export interface LabKubeProxyOptions {
   apiServerEndpoints?: string[];
   /** for "Version info" when start() gets no StartInfo; default v1.31.0 */
   version?: string;
-  /** Services whose traffic the fixture's dataplane carries in iptables and ipvs modes; default none */
+  /** Services whose traffic the fixture's dataplane carries (iptables, ipvs and nftables modes); default none */
   services?: LabService[];
   /** 'drop' makes that start drop traffic to the Services' ClusterIPs while kube-proxy looks healthy */
   dataplaneFault?: (node: string, mode: string) => 'drop' | undefined;
@@ -182,8 +189,37 @@ interface Dataplane {
   raw: string;
   ipset: string;
   ipvs: string;
+  /** nftables mode: an `nft -f` file replacing both kube-proxy tables at once */
+  nft: string;
   /** the ClusterIPs, one a line */
   vips: string;
+}
+
+/** kube-proxy's nftables tables for the Services, in one `nft -f` transaction: made if missing, deleted, made anew. */
+function nftTables(services: LabService[], nodeIP: string, clusterCIDR: string): string {
+  const gen: GenService[] = services.map((svc) => ({
+    namespace: svc.namespace,
+    name: svc.name,
+    clusterIP: svc.clusterIP,
+    ports: [
+      {
+        name: svc.portName ?? '',
+        port: svc.port,
+        protocol: svc.protocol ?? 'TCP',
+        ...(svc.nodePort !== undefined ? { nodePort: svc.nodePort } : {}),
+        endpoints: svc.backends.map((b) => ({ ip: b.ip, port: b.port })),
+      },
+    ],
+  }));
+  // kube-proxy's default nodePortAddresses in nftables mode is the node's primary address
+  const nodeAddresses = nodeIP ? [nodeIP] : [];
+  return (['ip', 'ip6'] as const)
+    .map((family) => {
+      const v6 = family === 'ip6';
+      const table = kubeProxyNftables(gen, { family: v6 ? 'ipv6' : 'ipv4', nodeAddresses, ...(v6 ? {} : { clusterCIDR }) });
+      return `table ${family} kube-proxy\ndelete table ${family} kube-proxy\n${table}`;
+    })
+    .join('');
 }
 
 function dataplane(mode: string, services: LabService[], fault: 'drop' | undefined, nodeIP: string, scheduler: string, clusterCIDR: string): Dataplane {
@@ -275,8 +311,9 @@ function dataplane(mode: string, services: LabService[], fault: 'drop' | undefin
   }
   raw.push('COMMIT');
   const text = (lines: string[]) => (lines.length ? `${lines.join('\n')}\n` : '');
-  const vips = mode === 'iptables' || mode === 'ipvs' ? [...new Set(services.map((svc) => svc.clusterIP))] : [];
-  return { nat: text([...nat, ...rules]), raw: text(raw), ipset: text(ipset), ipvs: text(ipvs), vips: text(vips) };
+  const vips = mode === 'iptables' || mode === 'ipvs' || mode === 'nftables' ? [...new Set(services.map((svc) => svc.clusterIP))] : [];
+  const nft = mode === 'nftables' ? nftTables(services, nodeIP, clusterCIDR) : '';
+  return { nat: text([...nat, ...rules]), raw: text(raw), ipset: text(ipset), ipvs: text(ipvs), nft, vips: text(vips) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,7 +380,7 @@ export function labKubeProxyRuntime(lab: Lab, nodeToHost: (node: string) => stri
   // Written on every start, so that nothing of an earlier start's Services or fault lingers.
   const shipDataplane = (dp: Dataplane): string => {
     const put = (name: keyof Dataplane) => `printf %s ${sq(Buffer.from(dp[name]).toString('base64'))} | base64 -d >"$d/dataplane/${name}"`;
-    return `mkdir -p "$d/dataplane" && ${put('nat')} && ${put('raw')} && ${put('ipset')} && ${put('ipvs')} && ${put('vips')}`;
+    return `mkdir -p "$d/dataplane" && ${put('nat')} && ${put('raw')} && ${put('ipset')} && ${put('ipvs')} && ${put('nft')} && ${put('vips')}`;
   };
 
   async function start(node: string, config: KubeProxyConfig, info?: StartInfo): Promise<StartResult> {

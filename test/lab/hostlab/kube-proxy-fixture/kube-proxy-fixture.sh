@@ -22,9 +22,10 @@
 #  default/kubernetes the way kube-proxy would -- the kernel has no IPVS, so into the fixture
 #  table /run/kpm-lab-ipvs/table that the kmod-shim layer's ipvsadm wrapper lists -- and binds
 #  the ClusterIP to the kube-ipvs0 link (a dummy link; an ifb link where the kernel has no
-#  dummy driver: same flags, same `ip -br link` output).  In iptables and nftables modes the
-#  IPVS table and kube-ipvs0 stay as they are: a real kube-proxy leaves them behind when it
-#  moves away from ipvs.
+#  dummy driver: same flags, same `ip -br link` output).  In iptables mode the IPVS table and
+#  kube-ipvs0 stay as they are: a real kube-proxy leaves them behind when it moves away from
+#  ipvs.  In nftables mode they stay too, and so do the iptables rules, although a real
+#  kube-proxy >= 1.29 cleans both up when it starts in nftables mode.
 #
 #  In iptables and ipvs modes it also programs the host's netfilter state for the Services
 #  the .ts side generated into $DIR/dataplane/ (nat: an iptables-restore section, no COMMIT;
@@ -38,6 +39,11 @@
 #  raw table holds an injected fault (DROP rules), if any.  Lab hosts have no default route,
 #  which a real node's packets to a ClusterIP leave by before nat OUTPUT rewrites them: each
 #  ClusterIP gets a route out of eth0 instead, with protocol $ROUTE_PROTO to find them again.
+#
+#  In nftables mode it loads $DIR/dataplane/nft with `nft -f`: kube-proxy's `table ip
+#  kube-proxy` and `table ip6 kube-proxy`, each made if missing, deleted and made anew in the
+#  same transaction, so that a reader never sees a half-written table; the ClusterIPs get
+#  their routes as above.
 #
 #  Then it starts kube-proxy-test-fixture.py, which serves /proxyMode
 #  and /healthz on metricsBindAddress and /healthz, /livez on healthzBindAddress, in the
@@ -159,10 +165,22 @@ program_dataplane() { # MODE
   iptables-restore -w 5 --noflush <"$DATA/raw" || return 1
   ensure_rule raw PREROUTING first "${fault_jump[@]}" || return 1
   ensure_rule raw OUTPUT first "${fault_jump[@]}" || return 1
+  program_routes
+}
+
+# A route out of eth0 for each ClusterIP in $DATA/vips, none for the ClusterIPs of an earlier start.
+program_routes() {
+  local c
   ip route flush proto "$ROUTE_PROTO" || return 1
   while read -r c; do
     [ -z "$c" ] || ip route replace "$c/32" dev eth0 proto "$ROUTE_PROTO" || return 1
   done <"$DATA/vips"
+}
+
+# kube-proxy's nftables tables, in one transaction ($DATA/nft replaces both).
+program_nftables() {
+  nft -f "$DATA/nft" || return 1
+  program_routes
 }
 
 run() {
@@ -191,7 +209,10 @@ run() {
     if ! out=$(program_ipvs "$sched" "$svc" "$eps" 2>&1); then emit detail "$out"; finish fixture-error; fi
     [ -z "$out" ] || printf '%s\n' "$out"
   fi
-  if [ "$mode" = nftables ]; then command -v nft >/dev/null 2>&1 || finish nft-missing; fi
+  if [ "$mode" = nftables ]; then
+    command -v nft >/dev/null 2>&1 || finish nft-missing
+    if ! out=$(program_nftables 2>&1); then emit detail "$(tr '\n' ' ' <<<"$out")"; finish fixture-error; fi
+  fi
   if [ "$mode" = iptables ] || [ "$mode" = ipvs ]; then
     if ! out=$(program_dataplane "$mode" 2>&1); then emit detail "$(tr '\n' ' ' <<<"$out")"; finish fixture-error; fi
   fi
