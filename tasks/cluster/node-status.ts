@@ -1,5 +1,6 @@
 import type { V1Pod, V1Service } from '@kubernetes/client-node';
 import type { DataplaneSummary, IptablesCounts } from '../dataplane/node-read.ts';
+import { isKubeProxyIpset, isKubeProxyNftTable, parseNftTableLine, SERVICE_CHAIN_KINDS, virtualServerJudge, type ServiceAddresses } from '../cleanup/kube-proxy-objects.ts';
 
 // `status`'s judgement, pure: what the API and each node said, in; per node drift, leftovers and
 // problems, and one verdict for the cluster, out. Editing the ConfigMap restarts nothing, so the
@@ -97,27 +98,19 @@ export function serviceAddresses(services: V1Service[]): { ips: Set<string>; nod
   return { ips, nodePorts };
 }
 
-const ipOf = (address: string) => (address.startsWith('[') ? address.slice(1, address.indexOf(']')) : address.slice(0, address.lastIndexOf(':')));
-const portOf = (address: string) => Number(address.slice(address.lastIndexOf(':') + 1));
-
 function staleChains(c: IptablesCounts | string): string | undefined {
   if (typeof c === 'string') return undefined;
-  const parts = (
-    [
-      ['KUBE-SVC', c.svc],
-      ['KUBE-SEP', c.sep],
-      ['KUBE-EXT', c.ext],
-      ['KUBE-SVL', c.svl],
-      ['KUBE-FW', c.fw],
-      ['KUBE-XLB', c.xlb],
-    ] as const
-  ).filter(([, n]) => n > 0);
+  const counts: Record<(typeof SERVICE_CHAIN_KINDS)[number], number> = { SVC: c.svc, SEP: c.sep, EXT: c.ext, SVL: c.svl, FW: c.fw, XLB: c.xlb };
+  const parts = SERVICE_CHAIN_KINDS.filter((k) => counts[k] > 0);
   if (parts.length === 0) return undefined;
-  return parts.map(([k, n]) => `${n} ${k}-*`).join(', ');
+  return parts.map((k) => `${counts[k]} KUBE-${k}-*`).join(', ');
 }
 
-/** The other modes' objects on a node that runs `mode`. */
-export function leftoversOf(mode: string, dp: DataplaneSummary, cluster: Pick<ClusterFacts, 'serviceIPs' | 'nodePorts'>): string[] {
+/**
+ * The other modes' objects on a node that runs `mode`, judged as `--cleanup-old-mode` judges them
+ * (tasks/cleanup/kube-proxy-objects.ts): what is reported here is what a cleanup removes.
+ */
+export function leftoversOf(mode: string, dp: DataplaneSummary, cluster: ServiceAddresses): string[] {
   const out: string[] = [];
   if (mode !== 'iptables') {
     for (const [fam, c] of [['IPv4', dp.iptables.v4], ['IPv6', dp.iptables.v6]] as const) {
@@ -127,19 +120,24 @@ export function leftoversOf(mode: string, dp: DataplaneSummary, cluster: Pick<Cl
   }
   if (mode !== 'ipvs') {
     if (dp.kubeIpvs0) out.push(`link kube-ipvs0 (${dp.kubeIpvs0.length} address${dp.kubeIpvs0.length === 1 ? '' : 'es'})`);
-    const ours = (dp.ipvs ?? []).filter((v) => v.protocol !== 'FWM' && (cluster.serviceIPs.has(ipOf(v.address)) || cluster.nodePorts.has(portOf(v.address))));
+    const judge = virtualServerJudge(cluster);
+    const ours = (dp.ipvs ?? []).filter((v) => judge(v) === 'service');
     if (ours.length) out.push(`${ours.length} IPVS virtual server${ours.length === 1 ? '' : 's'} for Services`);
-    if (dp.ipsets?.length) out.push(`${dp.ipsets.length} KUBE-* ipset${dp.ipsets.length === 1 ? '' : 's'}`);
+    const ipsets = (dp.ipsets ?? []).filter(isKubeProxyIpset);
+    if (ipsets.length) out.push(`${ipsets.length} KUBE-* ipset${ipsets.length === 1 ? '' : 's'}`);
   }
-  if (mode !== 'nftables' && dp.nftTables?.length) out.push(`nftables ${dp.nftTables.map((t) => t.replace(/^table /, '')).join(', ')}`);
+  const tables = (dp.nftTables ?? []).filter((line) => {
+    const t = parseNftTableLine(line);
+    return t !== undefined && isKubeProxyNftTable(t.family, t.name);
+  });
+  if (mode !== 'nftables' && tables.length) out.push(`nftables ${tables.map((t) => t.replace(/^table /, '')).join(', ')}`);
   return out;
 }
 
 /** Foreign IPVS virtual servers (keepalived, kube-vip …): reported, never counted as kube-proxy's. */
-export function foreignVirtualServers(dp: DataplaneSummary, cluster: Pick<ClusterFacts, 'serviceIPs' | 'nodePorts'>): string[] {
-  return (dp.ipvs ?? [])
-    .filter((v) => v.protocol === 'FWM' || !(cluster.serviceIPs.has(ipOf(v.address)) || cluster.nodePorts.has(portOf(v.address))))
-    .map((v) => `${v.protocol} ${v.address}`);
+export function foreignVirtualServers(dp: DataplaneSummary, cluster: ServiceAddresses): string[] {
+  const judge = virtualServerJudge(cluster);
+  return (dp.ipvs ?? []).filter((v) => judge(v) === 'foreign').map((v) => `${v.protocol} ${v.address}`);
 }
 
 export function assessNode(o: NodeObservation, cluster: ClusterFacts): NodeStatus {
