@@ -51,7 +51,7 @@ function withClusterFlags(cmd: Command): Command {
 
 export function buildCli(): Command {
   const program = new Command('kube-proxy-mode')
-    .description("Move a live cluster's kube-proxy to IPVS mode (or back) safely, node by node: prepare the nodes over SSH, flip the ConfigMap, recycle kube-proxy one node at a time with proof")
+    .description("Move a live cluster's kube-proxy between modes (ipvs, nftables, iptables) safely, node by node: prepare the nodes over SSH, flip the ConfigMap, recycle kube-proxy one node at a time with proof")
     .showHelpAfterError()
     .exitOverride();
 
@@ -70,7 +70,10 @@ export function buildCli(): Command {
     .option('-D, --diff', 'show file diffs on a real run too (a dry run always shows them)')
     .option('--report <file>', 'write a JSON report: per host status, steps with timings, SSH execs')
     .option('--retry-file <file>', 'where to list failed and unreachable hosts (default: <inventory name>.retry)')
-    .addOption(new Option('--mode <mode>', 'target mode for every host (default: kube_proxy_mode, else ipvs); --mode iptables goes back').choices(['ipvs', 'iptables']))
+    .addOption(
+      new Option('--mode <mode>', 'target mode for every host (default: kube_proxy_mode, else ipvs): each mode\'s prerequisites are prepared and proven per node').choices(['ipvs', 'nftables', 'iptables']),
+    )
+    .option('--cleanup-old-mode', "after each node is verified in its new mode, remove the old mode's leftovers from it (kube-proxy removes none); a dry run lists them")
     .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
     .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
     .option('--canary <node>', 'recycle this node first')
@@ -98,6 +101,7 @@ export function buildCli(): Command {
         showDiffs: !!o.diff,
         ...(o.mode ? { mode: o.mode } : {}),
         cluster: {
+          cleanupOldMode: !!o.cleanupOldMode,
           kubeconfig: o.kubeconfig,
           context: o.context,
           canary: o.canary,
@@ -141,13 +145,13 @@ export function buildCli(): Command {
     });
 
   withClusterFlags(program.command('trace'))
-    .description("where a Service's traffic goes on a node, really: the Service and its EndpointSlices from the API, the node's iptables (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, with each endpoint's share) or IPVS table over SSH, compared; offline with --dump. Exit 0 in line with the EndpointSlices, 2 with warnings, 3 not in the dataplane")
+    .description("where a Service's traffic goes on a node, really: the Service and its EndpointSlices from the API, the node's iptables (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, with each endpoint's share), IPVS table or nftables kube-proxy table (service-ips -> service- -> endpoint- chains, shares from numgen) over SSH, compared; offline with --dump. Exit 0 in line with the EndpointSlices, 2 with warnings, 3 not in the dataplane")
     .argument('<service>', 'NAMESPACE/SERVICE[:PORT] (a port name or number)')
     .option('-i, --inventory <file>', 'Ansible inventory (YAML or INI): live trace through one of its nodes')
     .option('--node <name>', 'the node to read (node or inventory host name; default: the first kube-proxy node in the inventory)')
     .option('--port <port>', 'only this Service port (name or number)')
     .option('--json', 'print the trace as JSON: {service, mode, frontends: [{kind, address, protocol, backends: [{address, share, weight?}]}], warnings}')
-    .option('--dump <file>', 'offline: analyse a saved iptables-save or ipvsadm -Ln output (no cluster, no SSH)')
+    .option('--dump <file>', 'offline: analyse a saved iptables-save, ipvsadm -Ln or nft list table ip kube-proxy (or nft list ruleset) output (no cluster, no SSH)')
     .option('--cluster-ip <ip>', 'offline, ipvsadm dumps: the Service ClusterIP (IPVS has no Service names)')
     .option('--node-port <port>', 'offline, ipvsadm dumps: the Service NodePort', positiveIntUpTo('--node-port', 65535))
     .option('--protocol <protocol>', 'TCP (default), UDP or SCTP')

@@ -12,6 +12,10 @@ import { label, resolveProbes, type ProbeRecord } from './probes.ts';
 import { recycleNode, type NodeRecycleResult, type RecycleSettings } from './recycle.ts';
 import { acquireLock, lockHolder, type ClusterLock } from './lock.ts';
 import { NO_INTERRUPT, type Interrupt } from '../run/interrupt.ts';
+import { cleanupOldMode, type CleanupOutcome } from '../cleanup/old-mode.ts';
+import type { CleanupCluster } from '../cleanup/old-mode-plan.ts';
+import type { RemoteSession } from '../remote/ssh.ts';
+import { serviceAddresses } from './node-status.ts';
 
 // The cluster phase: preflight (also in a dry run) -> ConfigMap edit (backup first) -> serial recycle with
 // proof per node -> on the first failure, restore the ConfigMap and switch the recycled nodes back.
@@ -141,6 +145,7 @@ async function phaseSteps(
   let kubernetesService: RecycleSettings['kubernetesService'];
   let metricsBindAddress: string;
   let currentMode: string;
+  let excludeCIDRs: string[] = [];
   try {
     const version = parseServerVersion(await kube.version());
     original = await kube.readConfigMap(o.namespace, o.configMap);
@@ -148,6 +153,7 @@ async function phaseSteps(
     if (text === undefined) return fail('preflight', `ConfigMap ${o.namespace}/${o.configMap} has no key ${o.configKey}: refusing to guess kube-proxy's configuration`);
     const conf = readProxyConfig(text, o.configKey);
     metricsBindAddress = conf.metricsBindAddress;
+    excludeCIDRs = conf.ipvs.excludeCIDRs;
     currentMode = conf.mode;
     await kube.readDaemonSet(o.namespace, o.daemonSet);
     const nodes = await kube.listNodes();
@@ -247,6 +253,7 @@ async function phaseSteps(
   const probeSpecs = (o.targets[0] ?? o.inventoryHosts[0])?.settings.probeServices ?? [];
   const probeProblems = new Set<string>();
   const switched: NodeMapping[] = [];
+  let cleanupCluster: CleanupCluster | undefined;
   let failure: { mapping: NodeMapping; result: NodeRecycleResult } | undefined;
   if (o.dryRun) o.out(`recycle order: ${mappings.map((m) => m.node).join(', ')}`);
   for (const [i, m] of mappings.entries()) {
@@ -276,6 +283,12 @@ async function phaseSteps(
     if (r.status === 'failed') {
       failure = { mapping: m, result: r };
       break;
+    }
+    if (o.cleanupOldMode) {
+      // after the node is verified in its new mode, never before: until then the old mode's objects carry its traffic
+      cleanupCluster ??= await cleanupContext(kube, excludeCIDRs);
+      const c = await cleanupNode(await o.sessions.get(host), o.targetMode, cleanupCluster, o.dryRun);
+      record(host.name, 'cleanup', c.status, `${m.node}: ${c.message}`);
     }
   }
   if (!failure) return { ok: true, rolledBack: false, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };
@@ -316,4 +329,34 @@ async function phaseSteps(
     }
   }
   return { ok: false, rolledBack: allBack, steps, apiRequests: kube.requests, ...(backup ? { backup } : {}) };
+}
+
+const MODES_CLEANED: readonly ProxyMode[] = ['iptables', 'ipvs', 'nftables'];
+
+/** The Service addresses that tell kube-proxy's IPVS virtual servers from anyone else's, and excludeCIDRs. */
+async function cleanupContext(kube: KubeClient, excludeCIDRs: string[]): Promise<CleanupCluster> {
+  const { ips, nodePorts } = serviceAddresses(await kube.listServices());
+  return { serviceIPs: ips, nodePorts, excludeCIDRs };
+}
+
+/**
+ * --cleanup-old-mode on one node: every other mode's leftovers (the mode it ran before, and any older
+ * one's), in a dry run listed only. A failure is the node's, after its switch was verified: the node
+ * keeps its new mode, the run goes on and ends failed.
+ */
+async function cleanupNode(session: RemoteSession, target: ProxyMode, cluster: CleanupCluster, dryRun: boolean): Promise<{ status: StepStatus; message: string }> {
+  const outcomes: CleanupOutcome[] = [];
+  try {
+    for (const from of MODES_CLEANED.filter((m) => m !== target)) outcomes.push(await cleanupOldMode(session, { from, to: target, cluster, dryRun }));
+  } catch (e) {
+    return { status: 'failed', message: `cleanup of the old mode failed: ${(e as Error).message}` };
+  }
+  const worked = outcomes.filter((x) => x.status !== 'nothing to clean');
+  const status: StepStatus = outcomes.some((x) => x.status === 'failed') ? 'failed' : worked.length ? 'changed' : 'ok';
+  const shown = worked.length ? worked : outcomes.slice(0, 1);
+  const message =
+    worked.length === 0
+      ? `nothing to clean: no objects of ${MODES_CLEANED.filter((m) => m !== target).join(' or ')} mode on the node`
+      : shown.flatMap((x) => x.lines).join('\n');
+  return { status, message };
 }

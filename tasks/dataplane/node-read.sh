@@ -20,6 +20,16 @@ kpm_module_loaded() {
     lsmod 2>/dev/null | awk -v m="$1" '$1 == m { f = 1 } END { exit !f }'
 }
 
+# nft may run without loading anything: nf_tables loaded, built in (a built-in module often has no
+# /sys/module entry), or a kernel with no module directory, which can load nothing.
+kpm_nft_safe() {
+  local kr
+  kpm_module_loaded nf_tables && return 0
+  kr=$(uname -r 2>/dev/null) || return 1
+  [ -d "/lib/modules/$kr" ] || [ -d "/usr/lib/modules/$kr" ] || return 0
+  grep -qs '/nf_tables\.ko' "/lib/modules/$kr/modules.builtin" "/usr/lib/modules/$kr/modules.builtin"
+}
+
 # kube-proxy's iptables objects in a save dump: chains by kind, and the Service comments of KUBE-SERVICES.
 kpm_count_chains() {
   awk '
@@ -77,9 +87,11 @@ kpm_read() {
     kpm_dp ipset 200 ''
   fi
 
-  if command -v nft >/dev/null 2>&1 && kpm_module_loaded nf_tables; then
+  if command -v nft >/dev/null 2>&1 && kpm_nft_safe; then
     if [ "$KPM_READ" = dump ]; then
-      out=$(nft list table ip kube-proxy 2>&1; nft list table ip6 kube-proxy 2>&1); rc=$?
+      # a node may have only one family's table: the listing counts when either was read (nft's error for
+      # the other stays in the text, where the parser ties it to its table)
+      out=$(r=1; nft list table ip kube-proxy 2>&1 && r=0; nft list table ip6 kube-proxy 2>&1 && r=0; exit $r); rc=$?
       kpm_dp nft "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
     else
       kpm_dp nft 0 "$(nft list tables 2>/dev/null | grep -E '^table (ip|ip6|inet) kube-proxy$' | kpm_b64)"
