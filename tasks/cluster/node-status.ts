@@ -62,6 +62,8 @@ export interface ClusterFacts {
   /** every Service IP (ClusterIPs, external and load-balancer IPs) and node port, to tell them from foreign IPVS services */
   serviceIPs: Set<string>;
   nodePorts: Set<number>;
+  /** ipvs.excludeCIDRs: kube-proxy's IPVS leaves virtual servers there alone, so they are nobody's leftover */
+  excludeCIDRs?: string[];
 }
 
 export function podInfo(pod: V1Pod): PodInfo {

@@ -108,7 +108,7 @@ export async function gatherStatus(opts: StatusOptions, inv: Inventory, targets:
     .sort((a, b) => new Date(a.time as unknown as string).getTime() - new Date(b.time as unknown as string).getTime())
     .at(-1)?.manager;
   const addresses = serviceAddresses(services);
-  const clusterFacts: ClusterFacts = { mode: conf.mode, ...(changedAt ? { changedAt } : {}), serviceIPs: addresses.ips, nodePorts: addresses.nodePorts };
+  const clusterFacts: ClusterFacts = { mode: conf.mode, ...(changedAt ? { changedAt } : {}), serviceIPs: addresses.ips, nodePorts: addresses.nodePorts, excludeCIDRs: conf.ipvs.excludeCIDRs };
 
   const targetNames = new Set(targets.map((h) => h.name));
   const mappings = kubeProxyNodes(nodes, pods.items, inv.hosts)

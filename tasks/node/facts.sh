@@ -8,23 +8,29 @@
 #   KPM_PACKAGES  space separated package names to query
 #   KPM_MODULES   space separated kernel module names to probe (already normalised: '-' -> '_')
 #   KPM_FILES     space separated absolute paths of the managed files
+#   KPM_EXPECT    optional array of triples (PATH SHA256 CONTENT): what the caller expects a managed file to
+#                 hold. A file holding exactly one of them is reported as `sha256=<its SHA256>` and
+#                 `content=same` instead of being hashed and sent back.
 #   KPM_FACTS_ROOT  tests only: a fake root prefixed to /etc, /usr/lib, /lib/modules, /sys/module, /proc,
 #                   /run and the sbin directories added to PATH. Unset on real nodes.
 #
 # Output (stdout, the format parsed by parseFacts in facts.ts): marker lines `@@kpm:<section>[ <arg>]`,
 # each followed by its body lines, from `@@kpm:begin 1` to `@@kpm:end`. Bodies are either `key=value`
 # lines or kernel-generated lines (lsmod, modules.builtin) that can never start with '@'. File contents and
-# command output are encoded on one line as `b64:<base64>` (or `hex:<hex>` where base64 is missing).
+# command output are encoded on one line: `txt:<text>` when they are printable ASCII (with tabs and line
+# breaks; '%', LF and CR written as %25, %0A, %0D), else `b64:<base64>` (or `hex:<hex>` where base64 is
+# missing). The output stays ASCII: it may be decoded in chunks that would split a multi-byte character.
 # Nothing is written to stderr unless the inputs are invalid (exit 2).
 
 export LC_ALL=C
 
 kpm_facts() {
   local R="${KPM_FACTS_ROOT-}"
-  local -a pkgs=() mods=() files=()
+  local -a pkgs=() mods=() files=() exp=()
   read -r -a pkgs <<< "${KPM_PACKAGES-}"
   read -r -a mods <<< "${KPM_MODULES-}"
   read -r -a files <<< "${KPM_FILES-}"
+  exp=("${KPM_EXPECT[@]}")
 
   # Defence in depth (facts.ts validates first): names are words, never options; paths are absolute.
   local x name_re='^[A-Za-z0-9_.+][A-Za-z0-9_.+-]*$' path_re='^/[A-Za-z0-9_.+/-]*$'
@@ -33,6 +39,12 @@ kpm_facts() {
   done
   for x in "${files[@]}"; do
     [[ $x =~ $path_re ]] || { printf 'facts.sh: invalid path: %s\n' "$x" >&2; return 2; }
+  done
+  local i
+  ((${#exp[@]} % 3 == 0)) || { printf 'facts.sh: KPM_EXPECT is not a list of triples\n' >&2; return 2; }
+  for ((i = 0; i < ${#exp[@]}; i += 3)); do
+    [[ ${exp[i]} =~ $path_re && ${exp[i+1]} =~ ^[0-9a-f]{64}$ ]] ||
+      { printf 'facts.sh: invalid expected content for %s\n' "${exp[i]}" >&2; return 2; }
   done
 
   # An unprivileged SSH session's PATH often lacks the sbin directories (modprobe, lsmod, modinfo).
@@ -45,22 +57,62 @@ kpm_facts() {
   kpm_hex() { od -An -v -tx1 | tr -d ' \n'; }
   if type -P base64 >/dev/null 2>&1; then enc=(base64 -w0); encl=b64; else enc=(kpm_hex); encl=hex; fi
 
+  # kpm_txt VALUE: VALUE as `txt:...` without a fork, when it is printable ASCII (tabs and line breaks
+  # allowed); returns 1, printing nothing, for anything else (the caller then forks the encoder).
+  local pct=%
+  kpm_txt() {
+    local v=$1
+    [[ $v == *[!$' \t\n\r'!-~]* ]] && return 1
+    v=${v//"$pct"/%25}; v=${v//$'\n'/%0A}; v=${v//$'\r'/%0D}
+    printf 'txt:%s' "$v"
+  }
+  # kpm_content FILE: the file's content, encoded. `read -d ''` keeps trailing newlines and stops early
+  # only at a NUL byte (status 0): such a file goes to the encoder, as does any non-ASCII text.
+  kpm_content() {
+    local c=''
+    if ! IFS= read -r -d '' c < "$1" && kpm_txt "$c"; then return 0; fi
+    printf '%s:' "$encl"
+    "${enc[@]}" < "$1"
+  }
+
   printf '@@kpm:begin 1\n'
 
   # --- system -------------------------------------------------------------------------------------------
-  local u kr='' arch='' user=''
-  if u=$(uname -r -m 2>/dev/null); then kr=${u%% *}; arch=${u##* }; fi
-  if [[ -z $kr && -r $R/proc/sys/kernel/osrelease ]]; then read -r kr < "$R/proc/sys/kernel/osrelease"; fi
-  user=$(id -un 2>/dev/null) || user="#${EUID}"
+  local u kr='' arch='' user='' pers='' name
+  # uname(2) answers from the same fields as /proc/sys/kernel/{osrelease,arch} (arch: Linux 6.1 and
+  # later) unless a personality (linux32, uname26) rewrites them: then, and on older kernels, ask uname.
+  [[ -r $R/proc/self/personality ]] && read -r pers < "$R/proc/self/personality"
+  if [[ $pers == 00000000 && -r $R/proc/sys/kernel/osrelease && -r $R/proc/sys/kernel/arch ]]; then
+    read -r kr < "$R/proc/sys/kernel/osrelease"
+    read -r arch < "$R/proc/sys/kernel/arch"
+  fi
+  if [[ -z $kr || -z $arch ]]; then
+    kr='' arch=''
+    if u=$(uname -r -m 2>/dev/null); then kr=${u%% *}; arch=${u##* }; fi
+    if [[ -z $kr && -r $R/proc/sys/kernel/osrelease ]]; then read -r kr < "$R/proc/sys/kernel/osrelease"; fi
+  fi
+  # `id -un` is getpwuid(euid): the first passwd entry with that uid, the files database answering first
+  # on every supported distribution. NIS compat entries (+/-) or no entry: ask id.
+  if [[ -r $R/etc/passwd ]]; then
+    while IFS=: read -r name _ u _; do
+      [[ $name == [+-]* ]] && break
+      [[ -n $name && $u == "$EUID" ]] && { user=$name; break; }
+    done < "$R/etc/passwd"
+  fi
+  if [[ -z $user ]]; then user=$(id -un 2>/dev/null) || user="#${EUID}"; fi
   printf '@@kpm:system\nkernel=%s\narch=%s\nuser=%s\n' "$kr" "$arch" "$user"
   if [[ -d $R/run/systemd/system ]]; then printf 'systemd=1\n'; else printf 'systemd=0\n'; fi
+  # nftables mode's gate needs nft's version; asked only then (a fork on every node otherwise)
+  if [[ ${KPM_ASK_NFT-} == 1 ]] && type -P nft >/dev/null 2>&1; then
+    x=$(nft --version 2>/dev/null </dev/null) && x=${x%%$'\n'*} && x=${x//[^A-Za-z0-9 .()#_+-]/} && [[ -n $x ]] && printf 'nft=%s\n' "$x"
+  fi
 
   # --- os-release ---------------------------------------------------------------------------------------
   printf '@@kpm:os-release\n'
   for x in /etc/os-release /usr/lib/os-release; do
     if [[ -f $R$x && -r $R$x ]]; then
-      printf 'path=%s\ncontent=%s:' "$x" "$encl"
-      "${enc[@]}" < "$R$x"
+      printf 'path=%s\ncontent=' "$x"
+      kpm_content "$R$x"
       printf '\n'
       break
     fi
@@ -72,7 +124,7 @@ kpm_facts() {
     type -P "$x" >/dev/null 2>&1 && printf '%s\n' "$x"
   done
 
-  local out name want _eflag status
+  local out want _eflag status
   if type -P dpkg-query >/dev/null 2>&1; then
     # One line per requested package: dpkg's status word (installed, config-files, not-installed, ...),
     # or `unknown` when dpkg has never heard of it. Several architectures: `installed` wins.
@@ -143,13 +195,13 @@ kpm_facts() {
 
   # --- per module: sysfs, modprobe dry run, modinfo ----------------------------------------------------
   # `<key>.rc=<exit code>` and `<key>=<encoded output>` (stdout and stderr together, trailing newlines
-  # normalised to one; the value is empty, without a forked encoder, when the command printed nothing).
+  # normalised to one; the value is empty when the command printed nothing).
   kpm_cmd() {
     printf '%s.rc=%s\n%s=' "$1" "$2" "$1"
-    if [[ -n $3 ]]; then printf '%s:' "$encl"; "${enc[@]}" <<< "$3"; fi
+    if [[ -n $3 ]] && ! kpm_txt "$3"$'\n'; then printf '%s:' "$encl"; "${enc[@]}" <<< "$3"; fi
     printf '\n'
   }
-  local m has_modprobe=0 has_modinfo=0
+  local m rc has_modprobe=0 has_modinfo=0
   type -P modprobe >/dev/null 2>&1 && has_modprobe=1
   type -P modinfo >/dev/null 2>&1 && has_modinfo=1
   for m in "${mods[@]}"; do
@@ -170,13 +222,19 @@ kpm_facts() {
       printf 'modprobe.rc=skipped\nmodinfo.rc=none\n'
       continue
     fi
+    out='' rc=1
     if ((has_modprobe)); then
       out=$(modprobe -n -v "$m" 2>&1 </dev/null)
-      kpm_cmd modprobe $? "$out"
+      rc=$?
+      kpm_cmd modprobe "$rc" "$out"
     else
       printf 'modprobe.rc=none\n'
     fi
-    if ((has_modinfo)); then
+    # modinfo only adds "(builtin)". A dry run that succeeded naming a module file to insert (and no
+    # install command) has already found the module not built in: modinfo would only name that file.
+    if ((rc == 0)) && [[ $'\n'$out == *$'\n'insmod\ * && $'\n'$out != *$'\n'install\ * ]]; then
+      printf 'modinfo.rc=skipped\n'
+    elif ((has_modinfo)); then
       out=$(modinfo -F filename "$m" 2>&1 </dev/null)
       kpm_cmd modinfo $? "$out"
     else
@@ -185,8 +243,34 @@ kpm_facts() {
   done
 
   # --- managed files ------------------------------------------------------------------------------------
-  local f p st mode owner group size h cap=1048576 t
-  local -a strays
+  local f p mode owner group size h cap=1048576 t
+  local -a strays present=()
+  local -A st_mode=() st_owner=() st_group=() st_size=()
+  # One stat for all of them (a fork each costs more than the rest of a file's probe).
+  for f in "${files[@]}"; do [[ -e $R$f ]] && present+=("$R$f"); done
+  if ((${#present[@]})); then
+    out=$(stat -L -c '%a %U %G %s %n' -- "${present[@]}" 2>/dev/null)
+    while read -r mode owner group size p; do
+      [[ -n $p ]] || continue
+      st_mode[$p]=$mode st_owner[$p]=$owner st_group[$p]=$group st_size[$p]=$size
+    done <<< "$out"
+  fi
+
+  # kpm_same PATH FILE SIZE: FILE holds byte for byte one of the expected contents of PATH: print that
+  # content's sha256 and `content=same`, without a fork. Only contents of the file's size are read for.
+  kpm_same() {
+    local j c='' got=0
+    for ((j = 0; j < ${#exp[@]}; j += 3)); do
+      [[ ${exp[j]} == "$1" && ${#exp[j+2]} == "$3" ]] || continue
+      if ((!got)); then
+        IFS= read -r -d '' c < "$2" && return 1 # a NUL byte: no expected content has one
+        got=1
+      fi
+      if [[ $c == "${exp[j+2]}" ]]; then printf 'sha256=%s\ncontent=same\n' "${exp[j+1]}"; return 0; fi
+    done
+    return 1
+  }
+
   for f in "${files[@]}"; do
     printf '@@kpm:file %s\n' "$f"
     p=$R$f
@@ -198,13 +282,14 @@ kpm_facts() {
     printf 'exists=1\n'
     if [[ -f $p ]]; then printf 'type=file\n'; elif [[ -d $p ]]; then printf 'type=directory\n'; else printf 'type=other\n'; fi
     size=''
-    if st=$(stat -L -c '%a %U %G %s' -- "$p" 2>/dev/null); then
-      read -r mode owner group size <<< "$st"
-      printf 'mode=%s\nowner=%s\ngroup=%s\nsize=%s\n' "$mode" "$owner" "$group" "$size"
+    if [[ -n ${st_mode[$p]+x} ]]; then
+      size=${st_size[$p]}
+      printf 'mode=%s\nowner=%s\ngroup=%s\nsize=%s\n' "${st_mode[$p]}" "${st_owner[$p]}" "${st_group[$p]}" "$size"
     fi
     [[ -f $p ]] || continue
     if [[ ! -r $p ]]; then printf 'readable=0\n'; continue; fi
     printf 'readable=1\n'
+    [[ -n $size ]] && kpm_same "$f" "$p" "$size" && continue
     if h=$(sha256sum < "$p" 2>/dev/null); then
       h=${h%% *}
       [[ $h =~ ^[0-9a-f]{64}$ ]] && printf 'sha256=%s\n' "$h"

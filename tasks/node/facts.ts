@@ -1,7 +1,7 @@
 // A node's facts, gathered in ONE SSH exec: factsScript() builds the bash text (a prelude assigning the
 // inputs + facts.sh), the caller runs it on the node, and parseFacts() turns its stdout into Facts.
-// parseFacts is pure: the same output always gives the same Facts, and malformed or truncated output
-// throws FactsParseError instead of giving half-true facts.
+// parseFacts is pure: the same output (and expected contents) always gives the same Facts, and malformed
+// or truncated output throws FactsParseError instead of giving half-true facts.
 
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -45,7 +45,10 @@ export interface ModuleProbe {
   available: boolean;
   /** why it is not available (modprobe's message, trimmed); '' when available */
   message: string;
-  /** `modinfo -F filename` when it succeeded: the module file, or "(builtin)" */
+  /**
+   * `modinfo -F filename` when it ran and succeeded: the module file, or "(builtin)". It is not asked
+   * after a dry run that named the module file to insert: then the module is known not to be built in.
+   */
   filename?: string;
 }
 
@@ -67,11 +70,20 @@ export interface Facts {
   files: Record<string, FileFact>;
   systemd: boolean;
   user: string;
+  /** `nft --version` where asked for and nft is installed ("nftables v1.0.6 (Lester Gooch #5)") */
+  nftVersion?: string;
 }
 
 export class FactsParseError extends Error {
   override name = 'FactsParseError';
 }
+
+/**
+ * What the caller expects managed files to hold, path -> candidate contents. A file that holds one of them
+ * byte for byte comes back as a reference to it instead of its bytes; parseFacts needs the same map to
+ * fill its content in. Any other content comes back in full, so a wrong guess costs bytes, not facts.
+ */
+export type ExpectedContents = Readonly<Record<string, readonly string[]>>;
 
 /** Kernel module names use '-' and '_' interchangeably; the kernel itself reports '_'. */
 export function normaliseModuleName(name: string): string {
@@ -103,13 +115,22 @@ function checked(kind: string, list: readonly string[], re: RegExp, hint: string
   return [...seen];
 }
 
+// Per content: the module files are well under 1 KiB; with two files and two candidates each, the prelude
+// stays small next to the 128 KiB that one argument may hold.
+const MAX_EXPECTED_BYTES = 8 * 1024;
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
 /**
- * The full bash text to run on the node: a prelude assigning KPM_PACKAGES, KPM_MODULES and KPM_FILES
- * (validated, quoted with shQuote), then facts.sh. Module names are normalised ('-' -> '_').
+ * The full bash text to run on the node: a prelude assigning KPM_PACKAGES, KPM_MODULES, KPM_FILES and
+ * KPM_EXPECT (validated, quoted with shQuote), then facts.sh. Module names are normalised ('-' -> '_').
+ * `input.expected`: see ExpectedContents; give parseFacts the same map.
  * `options.fakeRoot` is for tests only: facts.sh then reads /etc, /lib/modules, /sys/module, ... under it.
  */
 export function factsScript(
-  input: { packages: string[]; modules: string[]; files: string[] },
+  input: { packages: string[]; modules: string[]; files: string[]; expected?: ExpectedContents; nftVersion?: boolean },
   options: { fakeRoot?: string } = {},
 ): string {
   const packages = checked('package name', input.packages, PACKAGE_RE, 'letters, digits and _ . + - only, not starting with -');
@@ -117,11 +138,23 @@ export function factsScript(
     normaliseModuleName,
   );
   const files = checked('path', input.files, PATH_RE, 'an absolute path of letters, digits and _ . + / - only');
+  const expect: string[] = [];
+  for (const [path, contents] of Object.entries(input.expected ?? {})) {
+    if (!files.includes(path)) throw new Error(`factsScript: expected content for ${JSON.stringify(path)}, which is not among the files`);
+    for (const text of new Set(contents)) {
+      // bash strings cannot hold a NUL byte; and the script travels as one argument (128 KiB at most on
+      // Linux): a large file is better sent back than expected
+      if (text.includes('\0') || Buffer.byteLength(text) > MAX_EXPECTED_BYTES) continue;
+      expect.push(shQuote(path), sha256(text), shQuote(text));
+    }
+  }
   const lines = [
     '# kube-proxy-mode: node facts (read-only)',
     `KPM_PACKAGES=${shQuote(packages.join(' '))}`,
     `KPM_MODULES=${shQuote([...new Set(modules)].join(' '))}`,
     `KPM_FILES=${shQuote(files.join(' '))}`,
+    `KPM_EXPECT=(${expect.join(' ')})`,
+    `KPM_ASK_NFT=${input.nftVersion ? 1 : 0}`,
   ];
   if (options.fakeRoot !== undefined) {
     if (!options.fakeRoot.startsWith('/')) throw new Error('factsScript: fakeRoot must be an absolute path');
@@ -216,7 +249,7 @@ function keyValues(section: Section): Map<string, string> {
   return map;
 }
 
-/** Decode `b64:...` / `hex:...` (empty value: empty). */
+/** Decode `txt:...` / `b64:...` / `hex:...` (empty value: empty). */
 function decodePayload(value: string, what: string): Buffer {
   if (value === '') return Buffer.alloc(0);
   const colon = value.indexOf(':');
@@ -227,6 +260,11 @@ function decodePayload(value: string, what: string): Buffer {
       throw new FactsParseError(`${what}: invalid base64 (cut short?)`);
     }
     return Buffer.from(data, 'base64');
+  }
+  if (tag === 'txt') {
+    // printable ASCII and tabs; '%' only as one of the three escapes facts.sh writes
+    if (!/^(?:[\t\x20-\x24\x26-\x7e]|%25|%0A|%0D)*$/.test(data)) throw new FactsParseError(`${what}: invalid text (cut short?)`);
+    return Buffer.from(data.replace(/%(25|0A|0D)/g, (_, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1');
   }
   if (tag === 'hex') {
     if (!/^(?:[0-9a-f]{2})*$/.test(data)) throw new FactsParseError(`${what}: invalid hex (cut short?)`);
@@ -288,7 +326,7 @@ function probeModule(
   const sysfs = kv.get('sysfs') === '1';
   const initstate = kv.get('initstate');
   const modinfoRc = kv.get('modinfo.rc');
-  const modinfo = modinfoRc !== undefined && modinfoRc !== 'none' ? text('modinfo') : '';
+  const modinfo = modinfoRc !== undefined && /^[0-9]+$/.test(modinfoRc) ? text('modinfo') : '';
   const filename = modinfoRc === '0' && modinfo !== '' ? modinfo : undefined;
   const builtin =
     !loaded && (builtinList.has(name) || filename === '(builtin)' || (sysfs && initstate === undefined));
@@ -315,7 +353,7 @@ function probeModule(
   return probe;
 }
 
-function fileFact(path: string, section: Section): FileFact {
+function fileFact(path: string, section: Section, expected: readonly string[]): FileFact {
   const kv = keyValues(section);
   const exists = kv.get('exists');
   if (exists !== '0' && exists !== '1') throw new FactsParseError(`file ${path}: missing or bad "exists" line`);
@@ -355,7 +393,17 @@ function fileFact(path: string, section: Section): FileFact {
   }
   const content = kv.get('content');
   if (content === 'too-large') fact.tooLarge = true;
-  else if (content !== undefined) {
+  else if (content === 'same') {
+    // the node found one of the expected contents: the one with the sha256 it reports
+    const text = fact.sha256 === undefined ? undefined : expected.find((t) => sha256(t) === fact.sha256);
+    if (text === undefined) {
+      throw new FactsParseError(`file ${path}: the node reports an expected content, but none given to parseFacts has its sha256`);
+    }
+    if (fact.size !== undefined && Buffer.byteLength(text) !== fact.size) {
+      throw new FactsParseError(`file ${path}: the expected content has ${Buffer.byteLength(text)} bytes, stat said ${fact.size}`);
+    }
+    fact.content = text;
+  } else if (content !== undefined) {
     const bytes = decodePayload(content, `file ${path}: content`);
     if (fact.size !== undefined && bytes.length !== fact.size) {
       throw new FactsParseError(`file ${path}: content has ${bytes.length} bytes, stat said ${fact.size} (cut short or changed?)`);
@@ -368,8 +416,11 @@ function fileFact(path: string, section: Section): FileFact {
   return fact;
 }
 
-/** Parse the stdout of facts.sh. Pure. Throws FactsParseError on malformed or truncated output. */
-export function parseFacts(output: string): Facts {
+/**
+ * Parse the stdout of facts.sh. Pure. Throws FactsParseError on malformed or truncated output.
+ * `expected`: the map given to factsScript, to fill in the files the node reported as holding one of them.
+ */
+export function parseFacts(output: string, expected: ExpectedContents = {}): Facts {
   const sections = splitSections(output);
   const single = (name: string): Section => {
     const found = sections.filter((s) => s.name === name);
@@ -420,7 +471,7 @@ export function parseFacts(output: string): Facts {
   const files: Record<string, FileFact> = {};
   for (const s of sections.filter((x) => x.name === 'file')) {
     if (!s.arg.startsWith('/')) throw new FactsParseError(`bad file path ${preview(s.arg)} at line ${s.line}`);
-    files[s.arg] = fileFact(s.arg, s);
+    files[s.arg] = fileFact(s.arg, s, expected[s.arg] ?? []);
   }
 
   const kernel = system.get('kernel') ?? '';
@@ -437,5 +488,6 @@ export function parseFacts(output: string): Facts {
     files,
     systemd: system.get('systemd') === '1',
     user,
+    ...(system.get('nft') ? { nftVersion: system.get('nft')! } : {}),
   };
 }

@@ -91,10 +91,10 @@ export const MODES: Readonly<Record<ProxyMode, ModeRequirements>> = {
   },
 };
 
-/** Every module any mode's facts ask about, for these settings. */
+/** The modules the facts ask about for the host's target mode (each a probe, and on a fresh node a modprobe -n). */
 export function modulesToProbe(settings: NodeSettings): string[] {
-  const all = Object.values(MODES).flatMap((m) => [...m.loadModules(settings), ...m.optionalModules, ...m.kernelModules]);
-  return [...new Set(all)];
+  const m = MODES[settings.mode];
+  return [...new Set([...m.loadModules(settings), ...m.optionalModules, ...m.kernelModules])];
 }
 
 /** Every file any mode manages. */

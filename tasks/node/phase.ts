@@ -46,6 +46,7 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
     modules: modulesToProbe(host.settings),
     files: filesToProbe(),
     expected: convergedContents(host.settings),
+    nftVersion: MODES[host.settings.mode].gate.nft !== undefined,
   };
   const script = factsScript(probe);
 
@@ -183,7 +184,7 @@ function preflightNote(plan: NodePlan, facts: Facts): string {
       (plan.modules.includes('nf_conntrack_ipv4') ? '' : ' (no nf_conntrack_ipv4 in this kernel: not needed)')
     );
   }
-  const nft = (facts as Facts & { nftVersion?: string }).nftVersion;
+  const nft = facts.nftVersion;
   if (plan.mode === 'nftables') return `kernel ${facts.kernel}${nft ? `, ${nft}` : ', nft not installed yet'}: nftables mode can run here`;
   return `${plan.mode} mode needs no kernel module or file from this tool`;
 }

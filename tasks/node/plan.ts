@@ -94,7 +94,7 @@ export function planNode(host: Host, facts: Facts): NodePlan {
     const sched = schedulerProblem(host.settings);
     if (sched) return { ...plan, error: sched };
   }
-  const gate = gateProblem(req, facts.kernel, (facts as Facts & { nftVersion?: string }).nftVersion);
+  const gate = gateProblem(req, facts.kernel, facts.nftVersion);
   if (gate) return { ...plan, error: gate };
 
   // Modules: every module the mode loads or relies on must exist in this kernel; an optional one (the

@@ -573,7 +573,9 @@ describe('facts.sh + parseFacts on recorded nodes', () => {
     // listed in modules.builtin: known to be there, so neither modprobe nor modinfo is asked about it
     expect(f.modules.ip_vs).toMatchObject({ builtin: true, loaded: false, available: true });
     expect(f.modules.ip_vs?.filename).toBeUndefined();
-    expect(f.modules.ip_vs_sh?.filename).toMatch(/ip_vs_sh\.ko$/);
+    // loadable: `modprobe -n -v` named its .ko, so modinfo had nothing to add and was not asked
+    expect(f.modules.ip_vs_sh).toMatchObject({ builtin: false, loaded: false, available: true });
+    expect(f.modules.ip_vs_sh?.filename).toBeUndefined();
     // only the requested names' lines are carried, near misses (ip_vs_ftp, nf_conntrack_ftp) are not
     const out = run('custom-builtin').result.stdout;
     const section = out.slice(out.indexOf('@@kpm:modules.builtin'), out.indexOf('@@kpm:module '));
@@ -685,6 +687,212 @@ describe('temporary files of a write that was cut off', () => {
     // only names of that shape are ever taken (they are deleted by the next run)
     expect(() => parseFacts(r.stdout.replace('strays=.ipvs.conf.kpm-Ab12Cd', 'strays=../../etc/passwd'))).toThrow(/bad temporary file name/);
     expect(() => parseFacts(r.stdout.replace('strays=.ipvs.conf.kpm-Ab12Cd', 'strays=.other.conf.kpm-Ab12Cd'))).toThrow(/bad temporary file name/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+/** The recorded calls of one tool, arguments only. */
+function callsOf(node: FakeNode, tool: string): string[] {
+  return readFileSync(node.log, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith(`${tool} `))
+    .map((l) => l.slice(tool.length + 1));
+}
+
+function put(root: string, path: string, content: string | Buffer): void {
+  mkdirSync(dirname(join(root, path)), { recursive: true });
+  writeFileSync(join(root, path), content);
+}
+
+describe('modinfo: asked only where it can show a module built in', () => {
+  it('is skipped after a dry run that names the module file, and still asked after a failed one', () => {
+    const { node } = run('debian-12');
+    expect(callsOf(node, 'modprobe')).toHaveLength(5);
+    expect(callsOf(node, 'modinfo')).toEqual(['-F filename nf_conntrack_ipv4']);
+    const f = factsOf('debian-12');
+    for (const m of ['ip_vs', 'ip_vs_rr', 'ip_vs_wrr', 'ip_vs_sh']) {
+      expect(f.modules[m]).toEqual({ name: m, loaded: false, builtin: false, available: true, message: '' });
+    }
+    expect(f.modules.nf_conntrack_ipv4?.message).toMatch(/not found in directory/);
+  });
+
+  it('is asked when the dry run names an install command instead of a module file (opensuse-leap-15.5)', () => {
+    expect(callsOf(run('opensuse-leap-15.5').node, 'modinfo')).toEqual(['-F filename ip_vs_sh', '-F filename nf_conntrack_ipv4']);
+  });
+
+  it('finds a built-in module that only modinfo knows: dry run silent, or failed', () => {
+    // custom-builtin without modules.builtin: ip_vs_rr and ip_vs_wrr are neither listed nor in /sys/module
+    const silent = buildNode('custom-builtin');
+    rmSync(join(silent.root, 'usr/lib/modules', silent.kernel, 'modules.builtin'));
+    const failing = buildNode('custom-builtin');
+    rmSync(join(failing.root, 'usr/lib/modules', failing.kernel, 'modules.builtin'));
+    stub(join(failing.root, 'usr/sbin/modprobe'), failing.log, `echo "modprobe: FATAL: could not load modules.dep" >&2; exit 1`);
+    for (const node of [silent, failing]) {
+      const r = runOn(node);
+      expect(r.stderr).toBe('');
+      const f = parseFacts(r.stdout);
+      for (const m of ['ip_vs_rr', 'ip_vs_wrr']) {
+        expect(f.modules[m]).toMatchObject({ builtin: true, available: true, filename: '(builtin)' });
+      }
+      expect(callsOf(node, 'modinfo')).toContain('-F filename ip_vs_rr');
+    }
+    // the silent dry run of the loadable ip_vs_sh named its file: no modinfo for it
+    expect(callsOf(silent, 'modinfo')).not.toContain('-F filename ip_vs_sh');
+    expect(callsOf(failing, 'modinfo')).toContain('-F filename ip_vs_sh');
+  });
+});
+
+describe('command output and os-release as text (txt:), without an encoder', () => {
+  it('carries %, CR, tabs and line breaks exactly; non-ASCII output through base64', () => {
+    const node = buildNode('debian-12');
+    const ascii = 'modprobe: ERROR: 100%25 \\t sure\r\nsecond\tline %0A\n';
+    const utf8 = 'modprobe: FEHLER: Modul nicht gefunden ✗\n';
+    stub(
+      join(node.root, 'usr/sbin/modprobe'),
+      node.log,
+      `case $3 in ip_vs) printf '%s' ${shQuote(ascii)} >&2;; *) printf '%s' ${shQuote(utf8)} >&2;; esac; exit 1`,
+    );
+    const r = runOn(node);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/\nmodprobe=txt:modprobe: ERROR: 100%2525 \\t sure%0D%0Asecond\tline %250A%0A\n/);
+    expect(r.stdout).toMatch(/\n@@kpm:os-release\npath=\/etc\/os-release\ncontent=txt:PRETTY_NAME=/);
+    const f = parseFacts(r.stdout);
+    expect(f.modules.ip_vs?.message).toBe(ascii.trim());
+    expect(f.modules.ip_vs_rr?.message).toBe(utf8.trim());
+    expect(f.os.id).toBe('debian');
+    for (const bad of ['%zz', 'a%', '%0a', '%2']) {
+      expect(() => parseFacts(r.stdout.replace('modprobe=txt:modprobe', `modprobe=txt:${bad}`)), bad).toThrow(/invalid text/);
+    }
+    expect(() => parseFacts(r.stdout.replace('modprobe=txt:modprobe', 'modprobe=txt:\x01'))).toThrow(/invalid text/);
+  });
+});
+
+describe('managed files the caller expects', () => {
+  const expectedFor = (node: FakeNode, extra: Record<string, string[]> = {}): Record<string, string[]> => {
+    const out: Record<string, string[]> = {};
+    for (const path of MANAGED) {
+      const p = join(node.root, path);
+      out[path] = [...(existsSync(p) ? [readFileSync(p, 'utf8')] : []), ...(extra[path] ?? [])];
+    }
+    return out;
+  };
+  const runExpecting = (node: FakeNode, expected: Record<string, string[]>): { out: string; facts: Facts } => {
+    const script = factsScript({ packages: PACKAGES, modules: MODULES, files: node.files, expected }, { fakeRoot: node.root });
+    const r = spawnSync(BASH, ['-c', script], { env: { PATH: node.bin, HOME: '/nonexistent' }, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    return { out: r.stdout, facts: parseFacts(r.stdout, expected) };
+  };
+  const fileSection = (out: string, path: string): string => {
+    const at = out.indexOf(`@@kpm:file ${path}\n`);
+    return out.slice(at, out.indexOf('\n@@kpm:', at + 1));
+  };
+
+  it('a file holding an expected content is confirmed, not sent, and parseFacts fills it in (same Facts)', () => {
+    for (const name of ['ubuntu-22.04', 'opensuse-leap-15.5', 'rocky-9', 'centos-7']) {
+      const node = buildNode(name);
+      const expected = expectedFor(node, { [MODULES_CONF]: ['ip_vs\n'], [MODULES_SCRIPT]: ['#!/bin/bash\n'] });
+      const { out, facts } = runExpecting(node, expected);
+      for (const path of MANAGED) {
+        if (!existsSync(join(node.root, path))) continue;
+        const section = fileSection(out, path);
+        expect(section, `${name} ${path}`).toContain('\ncontent=same');
+        expect(section).not.toMatch(/content=(b64|hex|txt):/);
+      }
+      // non-ASCII text, marker-like lines, CRLF and an empty file all come back exactly
+      expect(facts).toEqual(factsOf(name));
+    }
+  });
+
+  it('a file that differs, by one byte or a trailing newline, is sent in full', () => {
+    const node = buildNode('ubuntu-22.04');
+    const script = readFileSync(join(node.root, MODULES_SCRIPT), 'utf8');
+    const conf = readFileSync(join(node.root, MODULES_CONF), 'utf8');
+    const oneByte = `${script.slice(0, 10)}${script[10] === 'x' ? 'y' : 'x'}${script.slice(11)}`;
+    expect(Buffer.byteLength(oneByte)).toBe(Buffer.byteLength(script));
+    const expected = { [MODULES_SCRIPT]: [oneByte], [MODULES_CONF]: [`${conf}\n`, conf.replace(/\n$/, '')] };
+    const { out, facts } = runExpecting(node, expected);
+    for (const path of MANAGED) expect(fileSection(out, path)).toMatch(/\ncontent=b64:/);
+    expect(facts).toEqual(factsOf('ubuntu-22.04'));
+  });
+
+  it('a file with a NUL byte is sent in full, whatever is expected of it', () => {
+    const node = buildNode('debian-12');
+    put(node.root, MODULES_CONF, Buffer.from('ip_vs\n\0ip_vs_rr\n'));
+    const { out, facts } = runExpecting(node, { [MODULES_CONF]: ['ip_vs\n', 'ip_vs\n ip_vs_rr\n'] });
+    expect(fileSection(out, MODULES_CONF)).toMatch(/\ncontent=b64:/);
+    expect(facts.files[MODULES_CONF]?.content).toBe('ip_vs\n\0ip_vs_rr\n');
+  });
+
+  it('parseFacts refuses a confirmation it cannot resolve', () => {
+    const node = buildNode('ubuntu-24.04');
+    const expected = expectedFor(node);
+    const { out } = runExpecting(node, expected);
+    expect(out).toContain('content=same');
+    expect(() => parseFacts(out)).toThrow(/none given to parseFacts has its sha256/);
+    expect(() => parseFacts(out, { [MODULES_CONF]: ['something else\n'] })).toThrow(/none given to parseFacts has its sha256/);
+    expect(() => parseFacts(out.replace(/\nsize=\d+\n(readable=1\nsha256=)/, '\nsize=9999\n$1'), expected)).toThrow(/stat said 9999/);
+  });
+
+  it('factsScript: only for probed files; no NUL and nothing large in the prelude', () => {
+    const input = { packages: PACKAGES, modules: MODULES, files: [MODULES_CONF] };
+    expect(() => factsScript({ ...input, expected: { [MODULES_SCRIPT]: ['x'] } })).toThrow(/not among the files/);
+    const big = 'm'.repeat(64 * 1024);
+    const script = factsScript({ ...input, expected: { [MODULES_CONF]: ['a\0b', big, 'ip_vs\n'] } });
+    expect(script).not.toContain(big);
+    expect(script).not.toContain('a\0b');
+    expect(script).toContain(createHash('sha256').update('ip_vs\n').digest('hex'));
+  });
+
+  it('facts.sh refuses malformed expectations (defence in depth)', () => {
+    const sh = readFileSync(new URL('../../tasks/node/facts.sh', import.meta.url), 'utf8');
+    for (const bad of [`KPM_EXPECT=(${MODULES_CONF} nothex x)`, `KPM_EXPECT=(${MODULES_CONF} x)`, `KPM_EXPECT=('rel/path' ${'0'.repeat(64)} x)`]) {
+      const r = spawnSync(BASH, ['-c', `KPM_FILES=${MODULES_CONF}\n${bad}\n${sh}`], { encoding: 'utf8' });
+      expect(r.status, bad).toBe(2);
+      expect(r.stdout).toBe('');
+    }
+  });
+});
+
+describe('kernel, arch and user from /proc and /etc/passwd', () => {
+  const euid = process.geteuid?.() ?? 0;
+  function nodeWithProc(personality: string | null, passwd: string | null): FakeNode {
+    const node = buildNode('debian-12');
+    if (personality !== null) put(node.root, '/proc/self/personality', `${personality}\n`);
+    put(node.root, '/proc/sys/kernel/osrelease', '6.9.9-from-proc\n');
+    put(node.root, '/proc/sys/kernel/arch', 'arch-from-proc\n');
+    if (passwd !== null) put(node.root, '/etc/passwd', passwd);
+    return node;
+  }
+  const facts = (node: FakeNode): Facts => {
+    const r = runOn(node);
+    expect(r.stderr).toBe('');
+    return parseFacts(r.stdout);
+  };
+
+  it('reads them without uname or id when the personality is the plain one', () => {
+    const node = nodeWithProc('00000000', `daemon:x:1:1::/:/bin/false\npw-user:x:${euid}:0::/root:/bin/bash\nsecond:x:${euid}:0::/:/bin/sh\n`);
+    const f = facts(node);
+    expect([f.kernel, f.arch, f.user]).toEqual(['6.9.9-from-proc', 'arch-from-proc', 'pw-user']);
+    expect(callsOf(node, 'uname')).toEqual([]);
+    expect(callsOf(node, 'id')).toEqual([]);
+  });
+
+  it('asks uname under another personality (linux32, uname26) or without one, and id without a passwd entry', () => {
+    for (const personality of ['00000008', '00020000', null]) {
+      const node = nodeWithProc(personality, `daemon:x:1:1::/:/bin/false\n`);
+      const f = facts(node);
+      expect([f.kernel, f.arch, f.user]).toEqual([node.kernel, 'x86_64', 'root']);
+      expect(callsOf(node, 'uname')).toEqual(['-r -m']);
+      expect(callsOf(node, 'id')).toEqual(['-un']);
+    }
+  });
+
+  it('leaves NIS compat entries to id', () => {
+    const node = nodeWithProc('00000000', `+::::::\npw-user:x:${euid}:0::/root:/bin/bash\n`);
+    expect(facts(node).user).toBe('root');
+    expect(callsOf(node, 'id')).toEqual(['-un']);
   });
 });
 
