@@ -73,7 +73,7 @@ export function buildCli(): Command {
     .addOption(
       new Option('--mode <mode>', 'target mode for every host (default: kube_proxy_mode, else ipvs): each mode\'s prerequisites are prepared and proven per node').choices(['ipvs', 'nftables', 'iptables']),
     )
-    .option('--cleanup-old-mode', "after each node is verified in its new mode, remove the old mode's leftovers from it (kube-proxy removes none); a dry run lists them")
+    .option('--cleanup-old-mode', "after each node is verified in its new mode, remove the other modes' leftovers from it (kube-proxy removes none between iptables and ipvs); a dry run lists them")
     .option('--kubeconfig <file>', 'kubeconfig (default: the inventory variable kubeconfig, KUBECONFIG, ~/.kube/config)')
     .option('--context <name>', 'kubeconfig context (default: kube_context, else the current context)')
     .option('--canary <node>', 'recycle this node first')

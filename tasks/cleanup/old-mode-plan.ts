@@ -15,8 +15,9 @@ import type { NodeDataplane, ReadProblem } from './old-mode-read.ts';
 
 // What `--cleanup-old-mode` removes from a node, pure: the node's read and the cluster's Service
 // addresses in, the old mode's objects out, in the order they are removed. kube-proxy cleans nothing up
-// when it changes mode, and what it leaves keeps steering traffic (iptables mode's REJECTs for Services
-// that had no endpoints, ipvs mode's virtual servers) until someone removes it.
+// when it changes between iptables and ipvs (from 1.29 on, only a start in or out of nftables mode
+// does), and what it leaves keeps steering traffic (iptables mode's REJECTs for Services that had no
+// endpoints, ipvs mode's virtual servers) until someone removes it.
 
 export type IpFamily = 'ipv4' | 'ipv6';
 

@@ -101,6 +101,12 @@ export async function provision(opts: ProvisionOptions): Promise<number> {
     `kube-proxy-mode provision: ${targets.length} host${targets.length === 1 ? '' : 's'} from ${opts.inventory}, ` +
       `target mode ${[...modes].join(', ')}, forks ${forks}, phases: ${phases.join(', ')}${opts.dryRun ? ', DRY RUN (nothing will be changed)' : ''}`,
   );
+  if (modes.has('nftables')) {
+    out(
+      'note: kube-proxy (>= 1.29) starting in nftables mode removes the iptables and ipvs modes\' state itself and flushes the ' +
+        'whole IPVS table, foreign virtual servers (keepalived, kube-vip) included: their owners must restore them.',
+    );
+  }
   if (modes.has('ipvs')) {
     out(
       'note: kube-proxy\'s IPVS mode is deprecated upstream since Kubernetes 1.35 (removal planned); ' +

@@ -1,10 +1,12 @@
 // The kube-proxy TEST FIXTURE on real lab hosts: kube-proxy's own start-up failures for what a host
 // lacks, a running stand-in that answers /proxyMode, the IPVS fixture table behind the labelled
-// ipvsadm wrapper, and what a host restart takes away.
+// ipvsadm wrapper, what a host restart takes away, and the other modes' state kube-proxy's
+// platformCleanup removes at start-up.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { servicePortChainName, servicePortEndpointChainName } from '../../tasks/dataplane/chain-names.ts';
 import type { KubeProxyConfig, NodeRuntime, StartInfo } from '../apiserver/server.ts';
-import { labKubeProxyRuntime } from './kube-proxy-fixture.ts';
+import { labKubeProxyRuntime, type LabService } from './kube-proxy-fixture.ts';
 import { labSupported, startLab, type ExecResult, type Lab } from './lab.ts';
 
 const support = labSupported();
@@ -195,5 +197,185 @@ describe.skipIf(!support.ok)(`kube-proxy test fixture on lab hosts${support.ok ?
     await mapped.stop!('worker-c');
     await expect(fetch(`http://${host}:10249/proxyMode`, { signal: AbortSignal.timeout(5000) })).rejects.toThrow();
     await expect(mapped.start('worker-z', cfg, info)).rejects.toThrow(/node worker-z maps to worker-z, which lab k does not have/);
+  });
+
+  describe('platformCleanup at start-up', () => {
+    const host = 'node003';
+    let svcRuntime: NodeRuntime;
+    let hostInfo: StartInfo;
+    let web: LabService;
+    const startIn = async (mode: string) => {
+      const r = await svcRuntime.start(host, config(mode), hostInfo);
+      if (!r.ready) throw new Error(`the fixture kube-proxy did not start in ${mode || 'iptables'} mode: ${r.log.join('\n')}`);
+    };
+    const lines = (text: string) => text.split('\n').filter((l) => l !== '');
+    /** iptables-save without its dated comment lines and the chains' counters */
+    const saved = async (tool: 'iptables' | 'ip6tables') =>
+      lines(await out(host, `${tool}-save`))
+        .filter((l) => !l.startsWith('#'))
+        .map((l) => l.replace(/ \[\d+:\d+\]$/, ''));
+    /** "table:chain" of every chain a save declares */
+    const chains = (save: string[]) => {
+      let table = '';
+      return save.flatMap((l) => {
+        if (l.startsWith('*')) table = l.slice(1);
+        return l.startsWith(':') ? [`${table}:${l.slice(1).split(' ')[0]}`] : [];
+      });
+    };
+    const gone = <T,>(before: T[], after: T[]) => before.filter((x) => !after.includes(x));
+    /** every line that names a chain kube-proxy's iptables and ipvs proxiers own, or the fixture's IPVS emulation */
+    const KUBE_PROXY_LINE = /KUBE-(SERVICES|EXTERNAL-SERVICES|NODEPORTS|NODE-PORT|POSTROUTING|MARK-MASQ|FORWARD|PROXY-FIREWALL|IPVS-FILTER|SVC-|SEP-)|KPM-LAB-IPVS-EMULATION/;
+
+    // What a real node holds besides the fixture's own rules: kube-proxy's filter chains (both
+    // modes) and IPv6 nat chains, kubelet's chains, and chains of someone else.
+    const SEED_V4 = `*nat
+:KUBE-MARK-DROP - [0:0]
+:KUBE-KUBELET-CANARY - [0:0]
+:LAB-FOREIGN - [0:0]
+-A PREROUTING -m comment --comment "lab foreign" -j LAB-FOREIGN
+-A LAB-FOREIGN -d 192.0.2.50/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.0.2.51:8080
+-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000
+COMMIT
+*filter
+:KUBE-FIREWALL - [0:0]
+:KUBE-KUBELET-CANARY - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-IPVS-FILTER - [0:0]
+:LAB-FOREIGN - [0:0]
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A INPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER
+-A INPUT -j KUBE-FIREWALL
+-A INPUT -m comment --comment "lab foreign" -j LAB-FOREIGN
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -j KUBE-FIREWALL
+-A KUBE-FIREWALL -m comment --comment "kubernetes firewall for dropping marked packets" -m mark --mark 0x8000/0x8000 -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-SERVICES -d 10.96.0.99/32 -p tcp -m comment --comment "default/idle has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable
+-A LAB-FOREIGN -s 192.0.2.99/32 -j DROP
+COMMIT
+*mangle
+:KUBE-KUBELET-CANARY - [0:0]
+COMMIT
+`;
+    const SVC6 = servicePortChainName('default/web6', 'tcp');
+    const SEED_V6 = `*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:${SVC6} - [0:0]
+:KUBE-KUBELET-CANARY - [0:0]
+:LAB-FOREIGN - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A PREROUTING -m comment --comment "lab foreign" -j LAB-FOREIGN
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-SERVICES -d fd00:10:96::10/128 -p tcp -m comment --comment "default/web6 cluster IP" -m tcp --dport 80 -j ${SVC6}
+-A ${SVC6} -j KUBE-MARK-MASQ
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A LAB-FOREIGN -d 2001:db8::50/128 -j RETURN
+COMMIT
+*filter
+:KUBE-FORWARD - [0:0]
+:KUBE-FIREWALL - [0:0]
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A OUTPUT -j KUBE-FIREWALL
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+COMMIT
+`;
+    const FOREIGN_VS = ['-A -t 192.0.2.50:80 -s wlc', '-a -t 192.0.2.50:80 -r 192.0.2.51:8080 -g -w 1'];
+    const FOREIGN_NFT = "add table inet lab-foreign; add chain inet lab-foreign input { type filter hook input priority 0; policy accept; }; add rule inet lab-foreign input ip saddr 192.0.2.99 drop";
+    const kubeProxyTables = ['table ip kube-proxy', 'table ip6 kube-proxy'];
+    let nftTables: string[];
+    let foreignNft: string;
+
+    beforeAll(async () => {
+      hostInfo = { ...info, internalIP: lab.hosts[2]!.address };
+      web = { name: 'web', namespace: 'default', clusterIP: '10.96.100.10', port: 80, nodePort: 30080, backends: [{ ip: lab.hosts[0]!.address, port: 8080 }] };
+      svcRuntime = labKubeProxyRuntime(lab, (n) => n, { services: [web], dataplaneFault: (_node, mode) => (mode === 'ipvs' ? 'drop' : undefined) });
+      await out(host, 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q ipvsadm ipset && modprobe ip_vs && modprobe ip_vs_rr');
+    });
+
+    it('starting in nftables mode removes iptables and ipvs modes\' state (IPv4 and IPv6) and flushes IPVS, a foreign virtual server too; kubelet\'s chains, the fault chain, foreign chains and a foreign ipset stay', async () => {
+      // an iptables start leaves its Service chains, which the ipvs start after it keeps, unreferenced
+      await startIn('');
+      await startIn('ipvs');
+      await out(host, `iptables-restore -w 5 --noflush <<'EOF'\n${SEED_V4}EOF\nip6tables-restore -w 5 --noflush <<'EOF'\n${SEED_V6}EOF`);
+      await out(host, `printf '%s\\n' ${FOREIGN_VS.map((l) => `'${l}'`).join(' ')} >>/run/kpm-lab-ipvs/table`);
+      await out(host, `ipset create lab-foreign hash:ip && ipset add lab-foreign 192.0.2.50 && nft '${FOREIGN_NFT}'`);
+      const v4 = await saved('iptables');
+      const v6 = await saved('ip6tables');
+      const vs = lines(await out(host, 'ipvsadm -Sn'));
+      const sets = lines(await out(host, 'ipset list -n'));
+      const foreignSet = await out(host, 'ipset save lab-foreign');
+      const links = lines(await out(host, 'ip -br link')).map((l) => l.split(/\s+/)[0]);
+      nftTables = lines(await out(host, 'nft list tables')).filter((t) => !kubeProxyTables.includes(t));
+      foreignNft = await out(host, 'nft list table inet lab-foreign');
+
+      await startIn('nftables');
+
+      const v4After = await saved('iptables');
+      const v6After = await saved('ip6tables');
+      const backend = `${web.backends[0]!.ip}:${web.backends[0]!.port}`;
+      expect(gone(chains(v4), chains(v4After)).sort()).toEqual(
+        [
+          'nat:KUBE-SERVICES',
+          'nat:KUBE-POSTROUTING',
+          'nat:KUBE-MARK-MASQ',
+          'nat:KUBE-NODEPORTS',
+          'nat:KUBE-NODE-PORT',
+          `nat:${servicePortChainName('default/web', 'tcp')}`,
+          `nat:${servicePortEndpointChainName('default/web', 'tcp', backend)}`,
+          'nat:KPM-LAB-IPVS-EMULATION',
+          'filter:KUBE-EXTERNAL-SERVICES',
+          'filter:KUBE-FORWARD',
+          'filter:KUBE-NODEPORTS',
+          'filter:KUBE-PROXY-FIREWALL',
+          'filter:KUBE-SERVICES',
+          'filter:KUBE-IPVS-FILTER',
+        ].sort(),
+      );
+      expect(gone(chains(v6), chains(v6After)).sort()).toEqual(['nat:KUBE-SERVICES', 'nat:KUBE-POSTROUTING', 'nat:KUBE-MARK-MASQ', `nat:${SVC6}`, 'filter:KUBE-FORWARD'].sort());
+      // everything else, KPM-LAB-DATAPLANE-FAULT and its DROP rule included, byte for byte and in order
+      expect(v4After).toEqual(v4.filter((l) => !KUBE_PROXY_LINE.test(l)));
+      expect(v6After).toEqual(v6.filter((l) => !KUBE_PROXY_LINE.test(l)));
+
+      // ipvs.Flush() empties IPVS, the foreign virtual server too
+      expect(gone(vs, lines(await out(host, 'ipvsadm -Sn')))).toEqual([
+        '-A -t 10.96.0.1:443 -s rr',
+        `-a -t 10.96.0.1:443 -r ${apiServer} -m -w 1`,
+        '-A -t 10.96.100.10:80 -s rr',
+        `-a -t 10.96.100.10:80 -r ${backend} -m -w 1`,
+        `-A -t ${hostInfo.internalIP}:30080 -s rr`,
+        `-a -t ${hostInfo.internalIP}:30080 -r ${backend} -m -w 1`,
+        ...FOREIGN_VS,
+      ]);
+      expect(gone(links, lines(await out(host, 'ip -br link')).map((l) => l.split(/\s+/)[0]))).toEqual(['kube-ipvs0']);
+      expect({ gone: gone(sets, lines(await out(host, 'ipset list -n'))), left: await out(host, 'ipset save') }).toEqual({
+        gone: ['KUBE-CLUSTER-IP', 'KUBE-NODE-PORT-TCP'],
+        left: foreignSet,
+      });
+    });
+
+    it('starting in iptables mode removes kube-proxy\'s nftables tables and nothing else of nftables', async () => {
+      const before = lines(await out(host, 'nft list tables'));
+      await startIn('');
+      const after = lines(await out(host, 'nft list tables'));
+      expect({ gone: gone(before, after), left: after, foreign: await out(host, 'nft list table inet lab-foreign') }).toEqual({
+        gone: kubeProxyTables,
+        left: nftTables,
+        foreign: foreignNft,
+      });
+    });
   });
 });

@@ -12,9 +12,19 @@
 //             leaves them when it moves off ipvs;
 //   nftables  nft is installed; then the Services go into real `table ip kube-proxy` and
 //             `table ip6 kube-proxy` (both, as on a node that has both families), replaced in one
-//             `nft -f` transaction.  iptables and IPVS state stay as they are: the fixture does not
-//             do the clean-up of the other modes' rules a real kube-proxy >= 1.29 does when it
-//             starts in nftables mode (platformCleanup).
+//             `nft -f` transaction.
+//
+// Before those checks every start removes, best effort, what kube-proxy >= 1.29 removes first thing
+// in platformCleanup (cmd/kube-proxy/app/server_linux.go), so that the mode a node leaves steers no
+// traffic beside the new one.  Starting in nftables mode: what iptables.CleanupLeftovers and
+// ipvs.CleanupLeftovers remove, IPv4 and IPv6 -- kube-proxy's KUBE-* nat and filter chains and the
+// jumps to them from the built-in chains, all of IPVS (ipvs.Flush() empties the table, virtual
+// servers of others too) with the fixture's IPVS emulation, kube-ipvs0, ipvs mode's KUBE-* ipsets.
+// Starting in iptables or ipvs mode: kube-proxy's two nftables tables (nftables.CleanupLeftovers).
+// Between iptables and ipvs nothing, as those modes share chains.  Kubelet's chains (KUBE-FIREWALL,
+// KUBE-MARK-DROP, KUBE-KUBELET-CANARY), KPM-LAB-DATAPLANE-FAULT and anyone else's chains, ipsets and
+// nftables tables stay: kube-proxy removes only what it names (hostlab/kube-proxy-fixture/ has the
+// lists).
 //
 // Services given in the options carry real traffic: in iptables mode as kube-proxy's own nat
 // chains (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-NODEPORTS); in ipvs mode as rows of

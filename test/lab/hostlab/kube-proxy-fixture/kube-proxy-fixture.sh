@@ -24,8 +24,26 @@
 #  the ClusterIP to the kube-ipvs0 link (a dummy link; an ifb link where the kernel has no
 #  dummy driver: same flags, same `ip -br link` output).  In iptables mode the IPVS table and
 #  kube-ipvs0 stay as they are: a real kube-proxy leaves them behind when it moves away from
-#  ipvs.  In nftables mode they stay too, and so do the iptables rules, although a real
-#  kube-proxy >= 1.29 cleans both up when it starts in nftables mode.
+#  ipvs, as platformCleanup (below) cleans nothing up between the two iptables-based modes.
+#
+#  Before any of the checks above it does what kube-proxy >= 1.29 does first thing at start-up,
+#  best effort, in platformCleanup (cmd/kube-proxy/app/server_linux.go), so that the mode it
+#  leaves steers no traffic beside the new one:
+#
+#   * starting in nftables mode, iptables.CleanupLeftovers then ipvs.CleanupLeftovers (1.31's
+#     pkg/proxy/iptables and pkg/proxy/ipvs proxier.go) for iptables and for ip6tables: the
+#     jumps from the built-in chains into kube-proxy's chains, then those chains in nat
+#     (KUBE-SERVICES, KUBE-NODEPORTS, KUBE-POSTROUTING, KUBE-MARK-MASQ, KUBE-NODE-PORT,
+#     KUBE-LOAD-BALANCER, every KUBE-SVC-/SVL-/SEP-/FW-/EXT- chain) and in filter; the whole
+#     IPVS table, every virtual server in it, kube-proxy's or not, as ipvs.Flush() empties the
+#     kernel's (the fixture table keeps its header, as `ipvsadm -C` leaves it), and with it the
+#     KPM-LAB-IPVS-EMULATION chain that stands for IPVS forwarding; kube-ipvs0; the ipsets of
+#     ipvs mode's ipsetInfo -- their IPv4 names only, which is all DestroySet is given.
+#     Kubelet's chains (KUBE-FIREWALL, KUBE-MARK-DROP, KUBE-KUBELET-CANARY), the raw table's
+#     KPM-LAB-DATAPLANE-FAULT and anyone else's chains, ipsets and nft tables stay, as those
+#     functions name every chain and set they remove;
+#   * starting in iptables or ipvs mode, nftables.CleanupLeftovers: the tables `ip kube-proxy`
+#     and `ip6 kube-proxy`, nothing else of nftables.
 #
 #  In iptables and ipvs modes it also programs the host's netfilter state for the Services
 #  the .ts side generated into $DIR/dataplane/ (nat: an iptables-restore section, no COMMIT;
@@ -35,10 +53,11 @@
 #  declares are deleted in the same transaction, in ipvs mode they stay, unreferenced, as
 #  a real kube-proxy leaves them.  The kernel has no IPVS, so in ipvs mode the chain
 #  KPM-LAB-IPVS-EMULATION (TEST FIXTURE, jumped first from nat OUTPUT and PREROUTING) DNATs
-#  what IPVS would forward; it goes away in iptables mode.  KPM-LAB-DATAPLANE-FAULT in the
-#  raw table holds an injected fault (DROP rules), if any.  Lab hosts have no default route,
-#  which a real node's packets to a ClusterIP leave by before nat OUTPUT rewrites them: each
-#  ClusterIP gets a route out of eth0 instead, with protocol $ROUTE_PROTO to find them again.
+#  what IPVS would forward; it goes away in iptables mode, and in nftables mode with the IPVS
+#  table it stands in for.  KPM-LAB-DATAPLANE-FAULT in the raw table holds an injected fault
+#  (DROP rules), if any.  Lab hosts have no default route, which a real node's packets to a
+#  ClusterIP leave by before nat OUTPUT rewrites them: each ClusterIP gets a route out of eth0
+#  instead, with protocol $ROUTE_PROTO to find them again.
 #
 #  In nftables mode it loads $DIR/dataplane/nft with `nft -f`: kube-proxy's `table ip
 #  kube-proxy` and `table ip6 kube-proxy`, each made if missing, deleted and made anew in the
@@ -70,6 +89,43 @@ EMULATION=KPM-LAB-IPVS-EMULATION
 FAULT=KPM-LAB-DATAPLANE-FAULT
 IPT=(iptables -w 5)
 ROUTE_PROTO=77
+EMU_JUMP=(-m comment --comment "kpm-lab TEST FIXTURE: IPVS forwarding emulation, not kube-proxy" -j "$EMULATION")
+
+# What platformCleanup removes, as kube-proxy 1.31 names it.  Jumps: TABLE|CHAIN|TARGET|COMMENT|
+# MATCHES BEFORE THE COMMENT.  iptables proxier (iptablesJumpChains; its chains are picked below):
+IPTABLES_JUMPS=(
+  'filter|INPUT|KUBE-EXTERNAL-SERVICES|kubernetes externally-visible service portals|-m conntrack --ctstate NEW'
+  'filter|FORWARD|KUBE-EXTERNAL-SERVICES|kubernetes externally-visible service portals|-m conntrack --ctstate NEW'
+  'filter|INPUT|KUBE-NODEPORTS|kubernetes health check service ports|'
+  'filter|FORWARD|KUBE-SERVICES|kubernetes service portals|-m conntrack --ctstate NEW'
+  'filter|OUTPUT|KUBE-SERVICES|kubernetes service portals|-m conntrack --ctstate NEW'
+  'filter|FORWARD|KUBE-FORWARD|kubernetes forwarding rules|'
+  'filter|INPUT|KUBE-PROXY-FIREWALL|kubernetes load balancer firewall|-m conntrack --ctstate NEW'
+  'filter|OUTPUT|KUBE-PROXY-FIREWALL|kubernetes load balancer firewall|-m conntrack --ctstate NEW'
+  'filter|FORWARD|KUBE-PROXY-FIREWALL|kubernetes load balancer firewall|-m conntrack --ctstate NEW'
+  'nat|OUTPUT|KUBE-SERVICES|kubernetes service portals|'
+  'nat|PREROUTING|KUBE-SERVICES|kubernetes service portals|'
+  'nat|POSTROUTING|KUBE-POSTROUTING|kubernetes postrouting rules|'
+)
+# ipvs proxier (iptablesJumpChain, iptablesCleanupChains, ipsetInfo)
+IPVS_JUMPS=(
+  'nat|OUTPUT|KUBE-SERVICES|kubernetes service portals|'
+  'nat|PREROUTING|KUBE-SERVICES|kubernetes service portals|'
+  'nat|POSTROUTING|KUBE-POSTROUTING|kubernetes postrouting rules|'
+  'filter|FORWARD|KUBE-FORWARD|kubernetes forwarding rules|'
+  'filter|INPUT|KUBE-NODE-PORT|kubernetes health check rules|'
+  'filter|INPUT|KUBE-PROXY-FIREWALL|kube-proxy firewall rules|'
+  'filter|FORWARD|KUBE-PROXY-FIREWALL|kube-proxy firewall rules|'
+  'filter|INPUT|KUBE-IPVS-FILTER|kubernetes ipvs access filter|'
+  'filter|OUTPUT|KUBE-IPVS-OUT-FILTER|kubernetes ipvs access filter|'
+)
+IPVS_CHAINS=(nat:KUBE-SERVICES nat:KUBE-POSTROUTING nat:KUBE-NODE-PORT nat:KUBE-LOAD-BALANCER nat:KUBE-MARK-MASQ
+  filter:KUBE-FORWARD filter:KUBE-NODE-PORT filter:KUBE-PROXY-FIREWALL filter:KUBE-SOURCE-RANGES-FIREWALL
+  filter:KUBE-IPVS-FILTER filter:KUBE-IPVS-OUT-FILTER)
+IPVS_IPSETS=(KUBE-LOOP-BACK KUBE-CLUSTER-IP KUBE-EXTERNAL-IP KUBE-EXTERNAL-IP-LOCAL KUBE-LOAD-BALANCER
+  KUBE-LOAD-BALANCER-FW KUBE-LOAD-BALANCER-LOCAL KUBE-LOAD-BALANCER-SOURCE-IP KUBE-LOAD-BALANCER-SOURCE-CIDR
+  KUBE-NODE-PORT-TCP KUBE-NODE-PORT-LOCAL-TCP KUBE-NODE-PORT-UDP KUBE-NODE-PORT-LOCAL-UDP
+  KUBE-NODE-PORT-SCTP-HASH KUBE-NODE-PORT-LOCAL-SCTP-HASH KUBE-HEALTH-CHECK-NODE-PORT KUBE-IPVS-IPS)
 
 emit() { printf '%s=%s\n' "$1" "$2"; }
 finish() { emit result "$1"; exit 0; }
@@ -132,7 +188,6 @@ ensure_rule() { # TABLE CHAIN first|last RULE...
 # Program the Services' netfilter state the .ts side generated into $DATA for MODE.
 program_dataplane() { # MODE
   local mode=$1 declared stale c
-  local emu_jump=(-m comment --comment "kpm-lab TEST FIXTURE: IPVS forwarding emulation, not kube-proxy" -j "$EMULATION")
   local fault_jump=(-m comment --comment "kpm-lab TEST FIXTURE: injected dataplane faults" -j "$FAULT")
   if [ -s "$DATA/ipset" ]; then ipset restore -exist <"$DATA/ipset" || return 1; fi
   declared=$(sed -n 's/^:\([^ ]*\) .*/\1/p' "$DATA/nat")
@@ -152,20 +207,26 @@ program_dataplane() { # MODE
   ensure_rule nat OUTPUT last -m comment --comment "kubernetes service portals" -j KUBE-SERVICES || return 1
   ensure_rule nat POSTROUTING last -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING || return 1
   if [ "$mode" = ipvs ]; then
-    ensure_rule nat PREROUTING first "${emu_jump[@]}" || return 1
-    ensure_rule nat OUTPUT first "${emu_jump[@]}" || return 1
+    ensure_rule nat PREROUTING first "${EMU_JUMP[@]}" || return 1
+    ensure_rule nat OUTPUT first "${EMU_JUMP[@]}" || return 1
   else
-    for c in PREROUTING OUTPUT; do
-      while "${IPT[@]}" -t nat -D "$c" "${emu_jump[@]}" 2>/dev/null; do :; done
-    done
-    if "${IPT[@]}" -t nat -S "$EMULATION" >/dev/null 2>&1; then
-      "${IPT[@]}" -t nat -F "$EMULATION" && "${IPT[@]}" -t nat -X "$EMULATION" || return 1
-    fi
+    remove_emulation || return 1
   fi
   iptables-restore -w 5 --noflush <"$DATA/raw" || return 1
   ensure_rule raw PREROUTING first "${fault_jump[@]}" || return 1
   ensure_rule raw OUTPUT first "${fault_jump[@]}" || return 1
   program_routes
+}
+
+# Without IPVS in use nothing may forward as if it were.
+remove_emulation() {
+  local c
+  for c in PREROUTING OUTPUT; do
+    while "${IPT[@]}" -t nat -D "$c" "${EMU_JUMP[@]}" 2>/dev/null; do :; done
+  done
+  if "${IPT[@]}" -t nat -S "$EMULATION" >/dev/null 2>&1; then
+    "${IPT[@]}" -t nat -F "$EMULATION" && "${IPT[@]}" -t nat -X "$EMULATION" || return 1
+  fi
 }
 
 # A route out of eth0 for each ClusterIP in $DATA/vips, none for the ClusterIPs of an earlier start.
@@ -183,6 +244,95 @@ program_nftables() {
   program_routes
 }
 
+# ---- platformCleanup ----------------------------------------------------------------------
+# Best effort, as kube-proxy ignores its error outside --cleanup: a step that fails says so on
+# stderr and the next one runs.
+
+chains_of() { "$1" -w 5 -t "$2" -S 2>/dev/null | sed -n 's/^-N //p'; }
+has_chain() { "$1" -w 5 -t "$2" -S "$3" >/dev/null 2>&1; }
+
+# utiliptables' DeleteRule: one copy of the rule, if it is there.
+delete_jump() { # IPTABLES TABLE|CHAIN|TARGET|COMMENT|MATCHES
+  local ipt=$1 table chain target comment matches extra
+  IFS='|' read -r table chain target comment matches <<<"$2"
+  read -r -a extra <<<"$matches"
+  local rule=("${extra[@]}" -m comment --comment "$comment" -j "$target")
+  "$ipt" -w 5 -t "$table" -C "$chain" "${rule[@]}" 2>/dev/null || return 0
+  "$ipt" -w 5 -t "$table" -D "$chain" "${rule[@]}"
+}
+
+# Flush and delete CHAINS of TABLE in one iptables-restore, so that they may jump to each other.
+delete_chains() { # IPTABLES TABLE CHAINS
+  local ipt=$1 table=$2 chains=$3 c
+  [ -n "$chains" ] || return 0
+  {
+    echo "*$table"
+    for c in $chains; do echo ":$c - [0:0]"; done
+    for c in $chains; do echo "-X $c"; done
+    echo COMMIT
+  } | "$ipt-restore" -w 5 --noflush
+}
+
+# iptables.CleanupLeftovers.  KUBE-MARK-MASQ is not among its chains: ipvs.CleanupLeftovers, run
+# next, removes it.
+iptables_cleanup_leftovers() { # IPTABLES
+  local ipt=$1 j
+  for j in "${IPTABLES_JUMPS[@]}"; do delete_jump "$ipt" "$j"; done
+  delete_chains "$ipt" nat "$(chains_of "$ipt" nat | grep -E -e '^KUBE-(SERVICES|NODEPORTS|POSTROUTING)$' -e '^KUBE-(SVC|SVL|SEP|FW|EXT)-')"
+  delete_chains "$ipt" filter "$(chains_of "$ipt" filter | grep -E '^KUBE-(SERVICES|EXTERNAL-SERVICES|FORWARD|NODEPORTS)$')"
+}
+
+# ipvs.Flush(): the kernel's whole IPVS table, so here the fixture's, header kept as `ipvsadm -C`
+# keeps it; the emulation forwarded what the table held.
+flush_ipvs() {
+  remove_emulation
+  [ -f "$TABLE" ] || return 0
+  { grep '^#' "$TABLE" || true; } >"$TABLE.new" && mv "$TABLE.new" "$TABLE"
+}
+
+# ipvs.CleanupLeftovers.  kube-proxy deletes kube-ipvs0 only as a dummy link; ifb stands in for
+# dummy where the kernel has no dummy driver.
+ipvs_cleanup_leftovers() { # IPTABLES
+  local ipt=$1 j tc s
+  flush_ipvs
+  if ip -d -o link show dev "$IFACE" 2>/dev/null | grep -qwE 'dummy|ifb'; then ip link del "$IFACE"; fi
+  if command -v "$ipt" >/dev/null 2>&1; then
+    for j in "${IPVS_JUMPS[@]}"; do delete_jump "$ipt" "$j"; done
+    for tc in "${IPVS_CHAINS[@]}"; do
+      if has_chain "$ipt" "${tc%%:*}" "${tc#*:}"; then "$ipt" -w 5 -t "${tc%%:*}" -F "${tc#*:}"; fi
+    done
+    for tc in "${IPVS_CHAINS[@]}"; do
+      if has_chain "$ipt" "${tc%%:*}" "${tc#*:}"; then "$ipt" -w 5 -t "${tc%%:*}" -X "${tc#*:}"; fi
+    done
+  fi
+  # after the rules: a set a rule still matches on cannot be destroyed
+  command -v ipset >/dev/null 2>&1 || return 0
+  for s in $(ipset list -n 2>/dev/null | grep -xF "${IPVS_IPSETS[@]/#/-e}"); do ipset destroy "$s"; done
+}
+
+# nftables.CleanupLeftovers
+nftables_cleanup_leftovers() {
+  local family
+  command -v nft >/dev/null 2>&1 || return 0
+  for family in ip ip6; do
+    if nft list table "$family" kube-proxy >/dev/null 2>&1; then nft delete table "$family" kube-proxy; fi
+  done
+}
+
+# Only the state of modes that cannot be the one starting: iptables and ipvs modes share chains.
+platform_cleanup() { # MODE
+  local ipt
+  case "$1" in
+    nftables)
+      for ipt in iptables ip6tables; do
+        if command -v "$ipt" >/dev/null 2>&1; then iptables_cleanup_leftovers "$ipt"; fi
+        ipvs_cleanup_leftovers "$ipt"
+      done
+      ;;
+    iptables|ipvs) nftables_cleanup_leftovers;;
+  esac
+}
+
 run() {
   local mode=$1 metrics=$2 healthz=$3 sched=${4:-} svc=$5 eps=$6 out rc ver
   [ -n "$sched" ] || sched=rr
@@ -190,6 +340,8 @@ run() {
   emit node_ip "$(ip -4 -o addr show dev eth0 2>/dev/null | awk '{sub(/\/.*/, "", $4); print $4; exit}')"
   emit krel "$(uname -r)"
   emit ncpu "$(nproc)"
+  # before any check, as kube-proxy's Run calls platformCleanup before it builds the proxier
+  platform_cleanup "$mode" >&2
   if [ "$mode" = iptables ] || [ "$mode" = ipvs ]; then
     # kube-proxy gives up only if neither family's iptables works
     if ! { iptables -w 5 -S POSTROUTING -t nat >/dev/null 2>&1 || ip6tables -w 5 -S POSTROUTING -t nat >/dev/null 2>&1; }; then
