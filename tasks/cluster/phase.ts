@@ -1,5 +1,6 @@
 import type { Host, ProxyMode } from '../inventory/types.ts';
 import { schedulerProblem } from '../node/ipvs-requirements.ts';
+import { MODES } from '../node/modes.ts';
 import type { SessionPool } from '../remote/sessions.ts';
 import { unifiedDiff } from '../run/diff.ts';
 import { CLUSTER_ROW, stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
@@ -77,8 +78,9 @@ export function clusterWish(targets: Host[], mode: ProxyMode): { wish: ProxyWish
     differ('kube_proxy_tcp_fin_timeout', (h) => h.settings.tcpFinTimeout),
     differ('kube_proxy_udp_timeout', (h) => h.settings.udpTimeout),
   ].filter(Boolean);
-  // Going to IPVS sets its options too; going elsewhere changes the mode only and leaves ipvs.* as it is.
-  const wish: ProxyWish = mode === 'ipvs' ? { ...proxyWish(first), mode } : { mode };
+  // A mode whose configuration section the inventory fills (ipvs.*) gets it written too; going elsewhere
+  // changes the mode only and leaves the other sections as they are.
+  const wish: ProxyWish = MODES[mode].configSection === 'ipvs' ? { ...proxyWish(first), mode } : { mode };
   if (conflicting.length) {
     return { wish, error: `${conflicting.join(', ')} differ between hosts; kube-proxy has one ConfigMap for the whole cluster` };
   }
