@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { nodeReadScript, parseDataplaneDump, parseDataplaneSummary } from '../dataplane/node-read.ts';
+import { markedEntries, nodeReadScript, parseDataplaneDump, parseDataplaneSummary } from '../dataplane/node-read.ts';
 
 // The node read a cleanup is planned from: node-read.sh's dump (iptables-save, ip6tables-save,
 // ipvsadm -Ln, kube-ipvs0, KUBE-* ipsets) and old-mode-read.sh (the node's addresses, nft tables, which
@@ -36,19 +36,7 @@ export interface ReadProblem {
   text: string;
 }
 
-interface Entry {
-  code: number;
-  value: string;
-}
-
-function entries(stdout: string): Map<string, Entry> {
-  const map = new Map<string, Entry>();
-  for (const line of stdout.split('\n')) {
-    const m = /^@@kpm:cleanup-read (\S+) (\d+) ?(.*)$/.exec(line);
-    if (m) map.set(m[1]!, { code: Number(m[2]), value: m[3] ?? '' });
-  }
-  return map;
-}
+const entries = (stdout: string) => markedEntries(stdout, 'cleanup-read');
 
 const lines = (b64: string) =>
   Buffer.from(b64, 'base64')

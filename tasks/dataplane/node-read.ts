@@ -16,18 +16,25 @@ export function nodeReadScript(kind: ReadKind): string {
 /** The exit code the script uses for "not read, on purpose" (the kernel module is not loaded). */
 const NOT_READ = 200;
 
-interface Entry {
+export interface Entry {
   code: number;
   value: string;
 }
 
-function entries(stdout: string): Map<string, Entry> {
+/** The `@@kpm:<tag> <key> <exit code> <value>` lines of a node script's output, by key. */
+export function markedEntries(stdout: string, tag: string): Map<string, Entry> {
   const map = new Map<string, Entry>();
+  const prefix = `@@kpm:${tag} `;
   for (const line of stdout.split('\n')) {
-    const m = /^@@kpm:dp (\S+) (\d+) ?(.*)$/.exec(line);
+    if (!line.startsWith(prefix)) continue;
+    const m = /^(\S+) (\d+) ?(.*)$/.exec(line.slice(prefix.length));
     if (m) map.set(m[1]!, { code: Number(m[2]), value: m[3] ?? '' });
   }
   return map;
+}
+
+function entries(stdout: string): Map<string, Entry> {
+  return markedEntries(stdout, 'dp');
 }
 
 const decode = (v: string) => Buffer.from(v, 'base64').toString('utf8');

@@ -9,6 +9,7 @@ import { kubeProxyNftables, type GenService } from '../dataplane-dumps.ts';
 import { labKubeProxyRuntime, labServiceObjects, startBackend, type LabService } from './kube-proxy-fixture.ts';
 import { labSupported, startLab, type Lab } from './lab.ts';
 import { mustExec, tempDir, writeLabInventory } from './helpers.ts';
+import { genServiceObjects, runTraceJson } from './trace-support.ts';
 
 // `trace` through a lab host's real nf_tables: the kube-proxy test fixture, started in nftables mode,
 // programs its Service into real `ip kube-proxy` / `ip6 kube-proxy` tables (and that table carries
@@ -52,32 +53,6 @@ const CART6: GenService = {
 };
 /** The fixture's own Service: two addresses of the host itself, where a test backend answers. */
 let ECHO: LabService;
-
-function apiObjects(svc: GenService, endpoints: string[]) {
-  const p = svc.ports[0]!;
-  const v6 = svc.clusterIP.includes(':');
-  const service = {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: svc.name, namespace: svc.namespace },
-    spec: {
-      type: p.nodePort ? 'NodePort' : 'ClusterIP',
-      clusterIP: svc.clusterIP,
-      clusterIPs: [svc.clusterIP],
-      ipFamilies: [v6 ? 'IPv6' : 'IPv4'],
-      ports: [{ ...(p.name ? { name: p.name } : {}), port: p.port, protocol: p.protocol, targetPort: 8080, ...(p.nodePort ? { nodePort: p.nodePort } : {}) }],
-    },
-  };
-  const slice = {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: `${svc.name}-abcde`, namespace: svc.namespace, labels: { 'kubernetes.io/service-name': svc.name } },
-    addressType: v6 ? 'IPv6' : 'IPv4',
-    ports: [{ ...(p.name ? { name: p.name } : {}), port: 8080, protocol: p.protocol }],
-    endpoints: endpoints.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
-  };
-  return { service, slice };
-}
 
 /** Whitespace collapsed and the items of every `{ a, b }` list sorted: nft wraps lists and orders elements its own way. */
 function normalizeNft(text: string): string {
@@ -127,7 +102,7 @@ beforeAll(async () => {
     [EMPTY, []],
     [CART6, CART6.ports[0]!.endpoints.map((e) => e.ip)],
   ] as const) {
-    const o = apiObjects(svc, [...eps]);
+    const o = genServiceObjects(svc, [...eps]);
     api.store.create('services', o.service as never);
     api.store.create('endpointslices', o.slice as never);
   }
@@ -138,13 +113,7 @@ afterAll(async () => {
   await lab?.down();
 });
 
-async function runTrace(service: string, extra: Partial<Parameters<typeof trace>[0]> = {}) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const opts = { service, inventory: inv, node, json: true, out: (l: string) => out.push(l), err: (l: string) => err.push(l), ...extra };
-  const code = await trace(opts);
-  return { code, err: err.join('\n'), out: out.join('\n'), trace: opts.json && code < 4 && out.length ? (JSON.parse(out.join('\n')) as ServiceTrace) : undefined };
-}
+const runTrace = (service: string, extra: Parameters<typeof runTraceJson>[3] = {}) => runTraceJson(inv, node, service, extra);
 
 describe.skipIf(!support.ok)('the kube-proxy fixture in nftables mode', () => {
   test('programs its Service into real kube-proxy tables, cleans iptables and IPVS state as kube-proxy does on entering nftables, and carries traffic', async () => {

@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { trace } from '../../tasks/commands/trace.ts';
-import type { ServiceTrace } from '../../tasks/dataplane/trace.ts';
 import { startTestApiServer, type TestApiServer } from '../apiserver/server.ts';
 import { kubeProxyIptablesSave, type GenService } from '../dataplane-dumps.ts';
 import { labKubeProxyRuntime } from './kube-proxy-fixture.ts';
 import { labSupported, startLab, type Lab } from './lab.ts';
 import { writeLabInventory } from './helpers.ts';
+import { genServiceObjects, runTraceJson } from './trace-support.ts';
 
 // `trace` through a lab host's real netfilter: kube-proxy-style nat and filter tables (1.28 shapes,
 // kube-proxy's own chain hashes) are loaded with the real iptables-restore into the host's network
@@ -38,31 +37,6 @@ const CART: GenService = {
 };
 const EMPTY: GenService = { namespace: 'shop', name: 'idle', clusterIP: '10.96.50.21', ports: [{ name: '', port: 9000, protocol: 'TCP', endpoints: [] }] };
 
-function apiObjects(svc: GenService, endpoints: string[]) {
-  const p = svc.ports[0]!;
-  const service = {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: svc.name, namespace: svc.namespace },
-    spec: {
-      type: p.nodePort ? 'NodePort' : 'ClusterIP',
-      clusterIP: svc.clusterIP,
-      clusterIPs: [svc.clusterIP],
-      ipFamilies: ['IPv4'],
-      ports: [{ ...(p.name ? { name: p.name } : {}), port: p.port, protocol: p.protocol, targetPort: p.endpoints[0]?.port ?? 8080, ...(p.nodePort ? { nodePort: p.nodePort } : {}) }],
-    },
-  };
-  const slice = {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: `${svc.name}-abcde`, namespace: svc.namespace, labels: { 'kubernetes.io/service-name': svc.name } },
-    addressType: 'IPv4',
-    ports: [{ ...(p.name ? { name: p.name } : {}), port: 8080, protocol: p.protocol }],
-    endpoints: endpoints.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
-  };
-  return { service, slice };
-}
-
 beforeAll(async () => {
   if (!support.ok) return;
   lab = await startLab({ hosts: 2, kmodShim: true, id: 'x' });
@@ -80,7 +54,7 @@ beforeAll(async () => {
     [CART, CART.ports[0]!.endpoints.map((e) => e.ip)],
     [EMPTY, []],
   ] as const) {
-    const o = apiObjects(svc, [...eps]);
+    const o = genServiceObjects(svc, [...eps]);
     api.store.create('services', o.service as never);
     api.store.create('endpointslices', o.slice as never);
   }
@@ -91,13 +65,7 @@ afterAll(async () => {
   await lab?.down();
 });
 
-async function runTrace(service: string, extra: Partial<Parameters<typeof trace>[0]> = {}) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const opts = { service, inventory: inv, node, json: true, out: (l: string) => out.push(l), err: (l: string) => err.push(l), ...extra };
-  const code = await trace(opts);
-  return { code, err: err.join('\n'), out: out.join('\n'), trace: opts.json && code < 4 && out.length ? (JSON.parse(out.join('\n')) as ServiceTrace) : undefined };
-}
+const runTrace = (service: string, extra: Parameters<typeof runTraceJson>[3] = {}) => runTraceJson(inv, node, service, extra);
 
 describe.skipIf(!support.ok)('trace through real iptables-save over SSH', () => {
   test('the Service walked from KUBE-SERVICES and KUBE-NODEPORTS to each KUBE-SEP DNAT, 1/3 each, in line with the EndpointSlice', async () => {
