@@ -11,6 +11,8 @@
 #   KPM_EXPECT    optional array of triples (PATH SHA256 CONTENT): what the caller expects a managed file to
 #                 hold. A file holding exactly one of them is reported as `sha256=<its SHA256>` and
 #                 `content=same` instead of being hashed and sent back.
+#   KPM_PROBE     0: do not ask modprobe/modinfo about modules that are neither loaded nor built in (the
+#                 read-back after applying: it only needs what is loaded); otherwise they are probed
 #   KPM_FACTS_ROOT  tests only: a fake root prefixed to /etc, /usr/lib, /lib/modules, /sys/module, /proc,
 #                   /run and the sbin directories added to PATH. Unset on real nodes.
 #
@@ -222,6 +224,10 @@ kpm_facts() {
       printf 'modprobe.rc=skipped\nmodinfo.rc=none\n'
       continue
     fi
+    if [[ ${KPM_PROBE-1} == 0 ]]; then
+      printf 'modprobe.rc=unprobed\nmodinfo.rc=none\n'
+      continue
+    fi
     out='' rc=1
     if ((has_modprobe)); then
       out=$(modprobe -n -v "$m" 2>&1 </dev/null)
@@ -233,6 +239,10 @@ kpm_facts() {
     # modinfo only adds "(builtin)". A dry run that succeeded naming a module file to insert (and no
     # install command) has already found the module not built in: modinfo would only name that file.
     if ((rc == 0)) && [[ $'\n'$out == *$'\n'insmod\ * && $'\n'$out != *$'\n'install\ * ]]; then
+      printf 'modinfo.rc=skipped\n'
+    elif ((rc != 0)) && [[ -n $mb ]]; then
+      # modprobe cannot find it and modules.builtin (read above) does not list it: modinfo, which reads the
+      # same index, could only say the same
       printf 'modinfo.rc=skipped\n'
     elif ((has_modinfo)); then
       out=$(modinfo -F filename "$m" 2>&1 </dev/null)

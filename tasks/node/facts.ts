@@ -46,6 +46,11 @@ export interface ModuleProbe {
   /** why it is not available (modprobe's message, trimmed); '' when available */
   message: string;
   /**
+   * Neither loaded nor built in, and not asked about (a read-back, which only needs what is loaded):
+   * `available` is then false without meaning "missing from this kernel".
+   */
+  unprobed?: boolean;
+  /**
    * `modinfo -F filename` when it ran and succeeded: the module file, or "(builtin)". It is not asked
    * after a dry run that named the module file to insert: then the module is known not to be built in.
    */
@@ -130,7 +135,15 @@ function sha256(text: string): string {
  * `options.fakeRoot` is for tests only: facts.sh then reads /etc, /lib/modules, /sys/module, ... under it.
  */
 export function factsScript(
-  input: { packages: string[]; modules: string[]; files: string[]; expected?: ExpectedContents; nftVersion?: boolean },
+  input: {
+    packages: string[];
+    modules: string[];
+    files: string[];
+    expected?: ExpectedContents;
+    nftVersion?: boolean;
+    /** false: modules neither loaded nor built in are not asked about (see ModuleProbe.unprobed) */
+    probeModules?: boolean;
+  },
   options: { fakeRoot?: string } = {},
 ): string {
   const packages = checked('package name', input.packages, PACKAGE_RE, 'letters, digits and _ . + - only, not starting with -');
@@ -155,6 +168,7 @@ export function factsScript(
     `KPM_FILES=${shQuote(files.join(' '))}`,
     `KPM_EXPECT=(${expect.join(' ')})`,
     `KPM_ASK_NFT=${input.nftVersion ? 1 : 0}`,
+    `KPM_PROBE=${input.probeModules === false ? 0 : 1}`,
   ];
   if (options.fakeRoot !== undefined) {
     if (!options.fakeRoot.startsWith('/')) throw new Error('factsScript: fakeRoot must be an absolute path');
@@ -333,10 +347,15 @@ function probeModule(
 
   const rc = kv.get('modprobe.rc');
   if (rc === undefined) throw new FactsParseError(`module ${name}: no modprobe.rc line`);
-  const modprobe = rc === 'none' || rc === 'skipped' ? '' : text('modprobe');
-  if (rc !== 'none' && rc !== 'skipped' && !/^[0-9]+$/.test(rc)) throw new FactsParseError(`module ${name}: bad modprobe.rc ${preview(rc)}`);
+  const noOutput = rc === 'none' || rc === 'skipped' || rc === 'unprobed';
+  const modprobe = noOutput ? '' : text('modprobe');
+  if (!noOutput && !/^[0-9]+$/.test(rc)) throw new FactsParseError(`module ${name}: bad modprobe.rc ${preview(rc)}`);
   if (rc === 'skipped' && !loaded && !builtin) {
     throw new FactsParseError(`module ${name}: modprobe was skipped, but the module is neither loaded nor built in`);
+  }
+  if (rc === 'unprobed') {
+    if (loaded || builtin) throw new FactsParseError(`module ${name}: reported unprobed, but it is loaded or built in`);
+    return { name, loaded, builtin, available: false, unprobed: true, message: '' };
   }
   let dryRun: { ok: boolean; message: string };
   if (rc === 'skipped') dryRun = { ok: true, message: '' };

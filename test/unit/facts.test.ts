@@ -706,10 +706,11 @@ function put(root: string, path: string, content: string | Buffer): void {
 }
 
 describe('modinfo: asked only where it can show a module built in', () => {
-  it('is skipped after a dry run that names the module file, and still asked after a failed one', () => {
+  it('is skipped after a dry run that names the module file, and after a failed one where modules.builtin was read', () => {
     const { node } = run('debian-12');
     expect(callsOf(node, 'modprobe')).toHaveLength(5);
-    expect(callsOf(node, 'modinfo')).toEqual(['-F filename nf_conntrack_ipv4']);
+    // nf_conntrack_ipv4: modprobe -n fails and modules.builtin does not list it; modinfo could only agree
+    expect(callsOf(node, 'modinfo')).toEqual([]);
     const f = factsOf('debian-12');
     for (const m of ['ip_vs', 'ip_vs_rr', 'ip_vs_wrr', 'ip_vs_sh']) {
       expect(f.modules[m]).toEqual({ name: m, loaded: false, builtin: false, available: true, message: '' });
@@ -718,7 +719,7 @@ describe('modinfo: asked only where it can show a module built in', () => {
   });
 
   it('is asked when the dry run names an install command instead of a module file (opensuse-leap-15.5)', () => {
-    expect(callsOf(run('opensuse-leap-15.5').node, 'modinfo')).toEqual(['-F filename ip_vs_sh', '-F filename nf_conntrack_ipv4']);
+    expect(callsOf(run('opensuse-leap-15.5').node, 'modinfo')).toEqual(['-F filename ip_vs_sh']);
   });
 
   it('finds a built-in module that only modinfo knows: dry run silent, or failed', () => {
@@ -740,6 +741,34 @@ describe('modinfo: asked only where it can show a module built in', () => {
     // the silent dry run of the loadable ip_vs_sh named its file: no modinfo for it
     expect(callsOf(silent, 'modinfo')).not.toContain('-F filename ip_vs_sh');
     expect(callsOf(failing, 'modinfo')).toContain('-F filename ip_vs_sh');
+  });
+});
+
+describe('the read-back (probeModules: false): what is loaded, no modprobe or modinfo', () => {
+  it('reports the modules that are neither loaded nor built in as unprobed, and asks no module tool but lsmod', () => {
+    const node = buildNode('debian-12');
+    const script = factsScript({ packages: PACKAGES, modules: MODULES, files: node.files, probeModules: false }, { fakeRoot: node.root });
+    const r = spawnSync(BASH, ['-c', script], { env: { PATH: node.bin, HOME: '/nonexistent' }, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(callsOf(node, 'modprobe')).toEqual([]);
+    expect(callsOf(node, 'modinfo')).toEqual([]);
+    const f = parseFacts(r.stdout);
+    const probed = factsOf('debian-12');
+    for (const m of MODULES) {
+      const p = probed.modules[m]!;
+      if (p.loaded || p.builtin) expect(f.modules[m]).toEqual(p);
+      else expect(f.modules[m]).toEqual({ name: m, loaded: false, builtin: false, available: false, unprobed: true, message: '' });
+    }
+    expect(Object.values(f.modules).some((m) => m.unprobed)).toBe(true);
+  });
+
+  it('refuses "unprobed" for a module that is loaded or built in', () => {
+    const out = runOn(buildNode('debian-12')).stdout.replace(
+      /(@@kpm:module nf_conntrack\nsysfs=1\n(?:initstate=\S+\n)?)modprobe\.rc=skipped/,
+      '$1modprobe.rc=unprobed',
+    );
+    expect(out).toContain('modprobe.rc=unprobed');
+    expect(() => parseFacts(out)).toThrow(/nf_conntrack: reported unprobed, but it is loaded or built in/);
   });
 });
 
