@@ -21,15 +21,15 @@ kpm_go() {
 }
 kpm_fail() { KPM_FAILED=1; kpm_report "$1" failed "$2"; }
 
-# kpm_put PATH MODE OWNER:GROUP BASE64: write a file atomically. The content goes to a temporary file in
+# kpm_put PATH MODE OWNER:GROUP CONTENT: write a file atomically. The content goes to a temporary file in
 # the same directory, gets its mode and owner, is flushed, then renamed over the target, so a reader
-# (or a crash) sees the old file or the new one, never a part of it.
+# (or a crash) sees the old file or the new one, never a part of it. CONTENT is text (no NUL byte).
 kpm_put() {
-  local path=$1 mode=$2 owner=$3 b64=$4 dir tmp
+  local path=$1 mode=$2 owner=$3 content=$4 dir tmp
   dir=${path%/*}
-  mkdir -p -- "$dir" || return 1
+  [ -d "$dir" ] || mkdir -p -- "$dir" || return 1
   tmp=$(mktemp -- "$dir/.${path##*/}.kpm-XXXXXX") || return 1
-  if printf '%s' "$b64" | base64 -d >"$tmp" && chmod -- "$mode" "$tmp" && chown -- "$owner" "$tmp" \
+  if printf '%s' "$content" >"$tmp" && chmod -- "$mode" "$tmp" && chown -- "$owner" "$tmp" \
      && { sync -- "$tmp" 2>/dev/null || true; } && mv -f -- "$tmp" "$path"; then
     return 0
   fi

@@ -53,7 +53,7 @@ export function applyScript(plan: NodePlan, factsScript: string): string {
         ? []
         : f.action === 'attributes'
           ? [`kpm_attrs ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)}`]
-          : [`kpm_put ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)} ${shQuote(Buffer.from(f.content).toString('base64'))}`];
+          : [`kpm_put ${shQuote(f.file.path)} ${shQuote(f.file.mode)} ${shQuote(owner)} ${shQuote(f.content)}`];
     const cmd = [...(f.strays.length ? [`rm -f -- ${f.strays.map(shQuote).join(' ')}`] : []), ...write].join(' && ');
     s += step(
       name,
