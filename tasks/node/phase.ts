@@ -5,8 +5,7 @@ import { stepRecorder, type StepResult, type StepStatus } from '../run/results.t
 import { applyScript, parseApplyOutput, stepNameForFile, strayNote, type StepLine } from './apply.ts';
 import { factsScript, parseFacts, type ExpectedContents, type Facts } from './facts.ts';
 import { filesToProbe, MODES, modulesToProbe } from './modes.ts';
-import { packagesToProbe, planIsNoop, planNode, type NodePlan } from './plan.ts';
-import { readTemplate, renderModuleTemplate } from './templates.ts';
+import { modeFileContents, packagesToProbe, planIsNoop, planNode, possibleModuleLists, type NodePlan } from './plan.ts';
 
 // The node phase for one host: facts (one exec) -> plan -> apply + read-back (one exec, only when
 // something differs) -> verify. A converged node costs exactly one exec.
@@ -183,17 +182,20 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   return { steps, plan, facts: after ?? facts };
 }
 
-/** What the preflight found that the mode depends on. */
+/** What the preflight found that the mode depends on, from the modes table's row. */
 function preflightNote(plan: NodePlan, facts: Facts): string {
-  if (plan.mode === 'ipvs') {
-    return (
-      `modules available: ${plan.modules.join(', ')}` +
-      (plan.modules.includes('nf_conntrack_ipv4') ? '' : ' (no nf_conntrack_ipv4 in this kernel: not needed)')
-    );
+  const req = MODES[plan.mode];
+  const notes: string[] = [];
+  if (plan.modules.length) {
+    const absent = req.optionalModules.filter((m) => !plan.modules.includes(m));
+    notes.push(`modules available: ${plan.modules.join(', ')}` + (absent.length ? ` (no ${absent.join(', ')} in this kernel: not needed)` : ''));
   }
-  const nft = facts.nftVersion;
-  if (plan.mode === 'nftables') return `kernel ${facts.kernel}${nft ? `, ${nft}` : ', nft not installed yet'}: nftables mode can run here`;
-  return `${plan.mode} mode needs no kernel module or file from this tool`;
+  if (req.kernelModules.length) notes.push(`${req.kernelModules.join(', ')} in the kernel`);
+  if (req.gate.kernel) notes.push(`kernel ${facts.kernel}`);
+  if (req.gate.nft) notes.push(facts.nftVersion ?? 'nft not installed yet');
+  return notes.length
+    ? `${notes.join(', ')}: ${plan.mode} mode can run here`
+    : `${plan.mode} mode needs no kernel module or file from this tool`;
 }
 
 /**
@@ -203,15 +205,12 @@ function preflightNote(plan: NodePlan, facts: Facts): string {
  */
 export function convergedContents(settings: NodeSettings): ExpectedContents {
   const req = MODES[settings.mode];
-  const required = req.loadModules(settings);
-  const lists = req.optionalModules.reduce<string[][]>((acc, m) => acc.flatMap((l) => [l, [...l, m]]), [required]);
   try {
-    return Object.fromEntries(
-      req.files.map((f) => {
-        const template = readTemplate(f.template);
-        return [f.path, lists.map((mods) => renderModuleTemplate(template, mods))];
-      }),
-    );
+    const contents: Record<string, string[]> = {};
+    for (const mods of possibleModuleLists(req, settings)) {
+      for (const { file, content } of modeFileContents(req, mods)) (contents[file.path] ??= []).push(content);
+    }
+    return contents;
   } catch {
     // module names the template refuses: the plan reports them; the facts only lose the shortcut
     return {};

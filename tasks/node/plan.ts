@@ -126,8 +126,21 @@ export function planNode(host: Host, facts: Facts): NodePlan {
   plan.packageNames = Object.fromEntries(plan.packages.map((p, i) => [p, names[i]!]));
   plan.install = plan.packages.filter((p) => !facts.packages[p]);
 
-  plan.files = req.files.map((file) => planFile(file, renderModuleTemplate(readTemplate(file.template), plan.modules), facts));
+  plan.files = modeFileContents(req, plan.modules).map(({ file, content }) => planFile(file, content, facts));
   return plan;
+}
+
+/** What each of the mode's managed files holds on a node that loads `modules` (their templates rendered). */
+export function modeFileContents(req: ModeRequirements, modules: string[]): { file: ManagedFile; content: string }[] {
+  return req.files.map((file) => ({ file, content: renderModuleTemplate(readTemplate(file.template), modules) }));
+}
+
+/**
+ * The lists of modules a node converged for `req` may load: the required ones, plus each combination of
+ * the optional ones (planNode adds an optional module only where the node's modprobe finds it).
+ */
+export function possibleModuleLists(req: ModeRequirements, settings: Host['settings']): string[][] {
+  return req.optionalModules.reduce<string[][]>((acc, m) => acc.flatMap((l) => [l, [...l, m]]), [req.loadModules(settings)]);
 }
 
 function planFile(file: ManagedFile, content: string, facts: Facts): FilePlan {
