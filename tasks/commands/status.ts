@@ -1,5 +1,5 @@
 import type { V1DaemonSet, V1Pod } from '@kubernetes/client-node';
-import type { Host, Inventory } from '../inventory/types.ts';
+import type { Host, Inventory, ProxyMode } from '../inventory/types.ts';
 import { KubeClient, loadKubeConfig, type KubeTarget } from '../cluster/kube.ts';
 import { readProxyConfig, type ProxyConfig } from '../cluster/kube-proxy-config.ts';
 import { nodeCheckScript, parseNodeCheck } from '../cluster/node-checks.ts';
@@ -16,10 +16,11 @@ import {
   type Prerequisites,
   type Verdict,
 } from '../cluster/node-status.ts';
-import { IPVS_DEPRECATION, kubeProxyNodes, parseServerVersion, type NodeMapping } from '../cluster/preflight.ts';
+import { kubeProxyNodes, parseServerVersion, type NodeMapping } from '../cluster/preflight.ts';
 import { nodeReadScript, parseDataplaneSummary, type DataplaneSummary } from '../dataplane/node-read.ts';
 import { factsScript, parseFacts } from '../node/facts.ts';
 import { MANAGED_FILES, modulesToProbe } from '../node/ipvs-requirements.ts';
+import { clusterGateProblems, MODES } from '../node/modes.ts';
 import { packagesToProbe, planNode } from '../node/plan.ts';
 import { SessionPool } from '../remote/sessions.ts';
 import { mapPool } from '../run/pool.ts';
@@ -120,7 +121,9 @@ export async function gatherStatus(opts: StatusOptions, inv: Inventory, targets:
   const statuses = observations.map((o) => assessNode(o, clusterFacts));
 
   const warnings: string[] = [];
-  if (conf.mode === 'ipvs' && (version.major > 1 || (version.major === 1 && version.minor >= 35))) warnings.push(`server is ${version.gitVersion}: ${IPVS_DEPRECATION}`);
+  // what the cluster's version says about the mode it is configured for (the deprecation of IPVS, a beta
+  // nftables): the same judgement provision makes before a switch
+  if (Object.hasOwn(MODES, conf.mode)) warnings.push(...clusterGateProblems(MODES[conf.mode as ProxyMode], version, conf.featureGates).warnings);
   for (const s of statuses) {
     const foreign = s.dataplane ? foreignVirtualServers(s.dataplane, clusterFacts) : [];
     if (foreign.length) warnings.push(`${s.node}: IPVS virtual servers that are not Services (left alone): ${foreign.join(', ')}`);
