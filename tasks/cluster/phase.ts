@@ -13,7 +13,7 @@ import { label, resolveProbes, type ProbeRecord } from './probes.ts';
 import { recycleNode, type NodeRecycleResult, type RecycleSettings } from './recycle.ts';
 import { acquireLock, lockHolder, type ClusterLock } from './lock.ts';
 import { NO_INTERRUPT, type Interrupt } from '../run/interrupt.ts';
-import { cleanupOldMode, type CleanupOutcome } from '../cleanup/old-mode.ts';
+import { cleanupOldModes, type CleanupOutcome } from '../cleanup/old-mode.ts';
 import type { CleanupCluster } from '../cleanup/old-mode-plan.ts';
 import type { RemoteSession } from '../remote/ssh.ts';
 import { serviceAddresses } from './node-status.ts';
@@ -347,9 +347,9 @@ async function cleanupContext(kube: KubeClient, excludeCIDRs: string[]): Promise
  * keeps its new mode, the run goes on and ends failed.
  */
 async function cleanupNode(session: RemoteSession, target: ProxyMode, cluster: CleanupCluster, dryRun: boolean): Promise<{ status: StepStatus; message: string }> {
-  const outcomes: CleanupOutcome[] = [];
+  let outcomes: CleanupOutcome[];
   try {
-    for (const from of MODES_CLEANED.filter((m) => m !== target)) outcomes.push(await cleanupOldMode(session, { from, to: target, cluster, dryRun }));
+    outcomes = await cleanupOldModes(session, { from: MODES_CLEANED.filter((m) => m !== target), to: target, cluster, dryRun });
   } catch (e) {
     return { status: 'failed', message: `cleanup of the old mode failed: ${(e as Error).message}` };
   }

@@ -12,6 +12,7 @@ import { leftoversOf } from '../../tasks/cluster/node-status.ts';
 import { isKubeProxyIpset, virtualServerJudge } from '../../tasks/cleanup/kube-proxy-objects.ts';
 import { itemLabel, planCleanup, type CleanupCluster, type CleanupItem, type CleanupPlan } from '../../tasks/cleanup/old-mode-plan.ts';
 import { parseNodeDataplane } from '../../tasks/cleanup/old-mode-read.ts';
+import { cleanupOldModes } from '../../tasks/cleanup/old-mode.ts';
 import { describePlan, describeResult } from '../../tasks/cleanup/old-mode-report.ts';
 import { parseCleanupResult } from '../../tasks/cleanup/old-mode-result.ts';
 import { cleanupApplyScript, READBACK_MARKER } from '../../tasks/cleanup/old-mode-script.ts';
@@ -427,6 +428,63 @@ describe('the node script and its output', () => {
     const cut = parseCleanupResult(small, { stdout: status('removed', 'IPVS virtual server: TCP 10.96.50.20:80'), stderr: '', code: null }, cluster);
     expect(cut.failed).toHaveLength(4);
     expect(cut.problems).toEqual([expect.stringMatching(/^the node sent no read-back after the cleanup: what is left is not known/)]);
+  });
+});
+
+describe('several old modes on one node: one read, each next plan from the apply before it', () => {
+  // iptables mode's chains and nftables mode's tables on one node that now runs ipvs
+  const before: ReadSpec = { ...IPTABLES_NODE, nft: ['table ip kube-proxy', 'table ip6 kube-proxy', 'table inet user_fw'] };
+  // by the time of the read-back, something else has removed the ip6 table: the next plan must know
+  const afterIptables: ReadSpec = { ...before, ipt4: withForeign(EMPTY_SAVE), ipt6: EMPTY_SAVE, nft: ['table ip kube-proxy', 'table inet user_fw'] };
+  const afterAll_: ReadSpec = { ...afterIptables, nft: ['table inet user_fw'] };
+  const answer = (s: string, label: string) => `@@kpm:cleanup ${s} ${b64(label)} ${b64('')}`;
+
+  /** A node that answers the read with `reads` in turn and each apply with every planned object removed. */
+  function scriptedNode(reads: ReadSpec[], readbacks: (ReadSpec | null)[]) {
+    const calls: ('read' | 'apply')[] = [];
+    const plans: string[][] = [];
+    const shell = {
+      run: async (script: string) => {
+        if (!/^KPM_CLEANUP=/m.test(script)) {
+          calls.push('read');
+          return { stdout: readOutput(reads.shift()!), stderr: '', code: 0 };
+        }
+        calls.push('apply');
+        const items = Buffer.from(/^KPM_CLEANUP=(\S+)$/m.exec(script)![1]!, 'base64').toString('utf8').trimEnd().split('\n');
+        const labels = items.map((l) => Buffer.from(l.split(' ')[l.startsWith('rule') || l.startsWith('chain') ? 3 : 1]!, 'base64').toString('utf8'));
+        plans.push(labels);
+        const rb = readbacks.shift();
+        const stdout = [...labels.map((l) => answer('removed', l)), ...(rb ? [READBACK_MARKER, readOutput(rb)] : [])].join('\n');
+        return { stdout, stderr: '', code: rb ? 0 : 1 };
+      },
+    };
+    return { shell, calls, plans };
+  }
+
+  test('iptables and nftables leftovers: one read exec and one apply per old mode; nftables planned from the read-back', async () => {
+    const node = scriptedNode([before], [afterIptables, afterAll_]);
+    const out = await cleanupOldModes(node.shell, { from: ['iptables', 'nftables'], to: 'ipvs', cluster });
+    expect(node.calls).toEqual(['read', 'apply', 'apply']);
+    expect(out.map((o) => o.status)).toEqual(['cleaned', 'cleaned']);
+    expect(node.plans[1]).toEqual(['nftables table: ip kube-proxy']);
+    expect(node.plans[0]!.some((l) => /KUBE-SVC-/.test(l))).toBe(true);
+  });
+
+  test('the second mode is planned from a fresh read where the first apply sent no read-back', async () => {
+    const node = scriptedNode([before, afterIptables], [null, afterAll_]);
+    const out = await cleanupOldModes(node.shell, { from: ['iptables', 'nftables'], to: 'ipvs', cluster });
+    expect(node.calls).toEqual(['read', 'apply', 'read', 'apply']);
+    expect(out[0]!.status).toBe('failed');
+    expect(out[1]!.status).toBe('cleaned');
+  });
+
+  test('nothing of either mode: the one read, no apply; a dry run plans both from it', async () => {
+    const clean = scriptedNode([afterAll_], []);
+    expect((await cleanupOldModes(clean.shell, { from: ['iptables', 'nftables'], to: 'ipvs', cluster })).map((o) => o.status)).toEqual(['nothing to clean', 'nothing to clean']);
+    expect(clean.calls).toEqual(['read']);
+    const dry = scriptedNode([before], []);
+    expect((await cleanupOldModes(dry.shell, { from: ['iptables', 'nftables'], to: 'ipvs', cluster, dryRun: true })).map((o) => o.status)).toEqual(['planned', 'planned']);
+    expect(dry.calls).toEqual(['read']);
   });
 });
 
