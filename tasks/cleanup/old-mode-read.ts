@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { markedEntries, nodeReadScript, parseDataplaneDump, parseDataplaneSummary } from '../dataplane/node-read.ts';
 
 // The node read a cleanup is planned from: node-read.sh's dump (iptables-save, ip6tables-save,
-// ipvsadm -Ln, kube-ipvs0, KUBE-* ipsets) and old-mode-read.sh (the node's addresses, nft tables, which
+// ipvsadm -Ln, kube-ipvs0, KUBE-* ipsets, nft tables) and old-mode-read.sh (the node's addresses, which
 // tools are missing), in one exec. The same read follows the cleanup, to see what is left.
 
 let supplement: string | undefined;
@@ -53,12 +53,15 @@ export function parseNodeDataplane(stdout: string): NodeDataplane {
   const ipCmd = e.get('ip-cmd');
   if (ipCmd?.code === 127) problems.push({ area: 'link', text: 'ip (iproute2) is not installed: kube-ipvs0 and the node addresses not read' });
   if (e.get('ipset-cmd')?.code === 127) problems.push({ area: 'ipset', text: 'ipset is not installed: KUBE-* ipsets not read' });
-  const nft = e.get('nft');
+  // node-read.sh lists every nft table where nf_tables is in the kernel (where it is not, none can exist)
+  const nft = markedEntries(stdout, 'dp');
+  const tables = nft.get('nft-tables');
+  const nftRead = nft.get('nft');
   let nftTables: string[] | null = null;
-  if (!nft) problems.push({ area: 'nft', text: 'nft tables: not read' });
-  else if (nft.code === 0) nftTables = lines(nft.value);
-  else if (nft.code === 127) problems.push({ area: 'nft', text: 'nft is not installed: nftables tables not read' });
-  else if (nft.code !== 200) problems.push({ area: 'nft', text: `nft list tables failed (exit ${nft.code}): ${lines(nft.value).slice(-2).join(' | ')}` });
+  if (tables?.code === 0) nftTables = lines(tables.value);
+  else if (tables) problems.push({ area: 'nft', text: `nft list tables failed (exit ${tables.code}): ${lines(tables.value).slice(-2).join(' | ')}` });
+  else if (nftRead?.code === 127) problems.push({ area: 'nft', text: 'nft is not installed: nftables tables not read' });
+  else if (nftRead?.code !== 200) problems.push({ area: 'nft', text: 'nft tables: not read' });
   const addresses = e.get('addresses');
   const out: NodeDataplane = {
     kubeIpvs0: ipCmd?.code === 127 ? null : summary.kubeIpvs0,

@@ -159,19 +159,10 @@ async function traceLive(opts: TraceOptions, ref: ServiceRef, err: (line: string
   const host: Host = mapping.host!;
   const sessions = new SessionPool({ acceptNewHostKeys: false, ...(opts.becomePassword !== undefined ? { becomePassword: opts.becomePassword } : {}) });
   let stdout: string;
-  let nft: { code: number; text: string } | undefined;
   try {
     const session = await sessions.get(host);
     const script = [nodeCheckScript(conf.metricsBindAddress), nodeReadScript('dump')].map((p) => `(\n${p}\n)`).join('\n');
     stdout = (await session.run(script, { timeoutMs: 120_000 })).stdout;
-    // The node read lists nft only where nf_tables shows as a loaded module (a kernel with it built in
-    // shows none), and drops the listing when its last command, the ip6 table's, fails (a node may
-    // have the ip table alone). kube-proxy answering nftables means nf_tables is in use: listing its
-    // tables here loads nothing.
-    if ((parseNodeCheck(stdout).mode ?? conf.mode) === 'nftables' && parseDataplaneDump(stdout).nft === undefined) {
-      const r = await session.run(NFT_READ, { timeoutMs: 60_000 });
-      nft = { code: r.code ?? -1, text: r.stdout };
-    }
   } finally {
     await sessions.closeAll();
   }
@@ -195,10 +186,8 @@ async function traceLive(opts: TraceOptions, ref: ServiceRef, err: (line: string
       texts.map((t) => traceIptables(parseIptablesSave(t), ref, { nodeAddresses })),
     );
   } else if (mode === 'nftables') {
-    const text = dump.nft ?? (nft && nft.code === 0 ? nft.text : undefined);
-    if (text === undefined) {
-      throw new Error(`${mapping.node} runs nftables but its kube-proxy tables could not be read: ${nft?.code === 127 ? 'nft is not installed' : nft?.text.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
-    }
+    const text = dump.nft;
+    if (text === undefined) throw new Error(`${mapping.node} runs nftables but its kube-proxy tables could not be read: ${dump.nftError ?? 'no output'}`);
     const families = (svc.spec?.ipFamilies ?? ['IPv4']).map((f) => (f === 'IPv6' ? 'ip6' : 'ip'));
     const loadBalancerIPs = (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter((ip): ip is string => !!ip);
     result = traceNftables(parseNftables(text), ref, { nodeAddresses, families, loadBalancerIPs });
@@ -241,12 +230,6 @@ function traceServiceIpvs(table: string, service: string, svc: V1Service, ref: S
 }
 
 /** Both families' kube-proxy tables, nft's own complaint about a missing one included (the parser reads it). */
-const NFT_READ = `export LC_ALL=C PATH="$PATH:/usr/sbin:/sbin"
-command -v nft >/dev/null 2>&1 || exit 127
-nft list table ip kube-proxy 2>&1
-nft list table ip6 kube-proxy 2>&1
-exit 0`;
-
 function merge(service: string, mode: 'iptables' | 'ipvs', traces: ServiceTrace[]): ServiceTrace {
   return {
     service,

@@ -20,14 +20,16 @@ kpm_module_loaded() {
     lsmod 2>/dev/null | awk -v m="$1" '$1 == m { f = 1 } END { exit !f }'
 }
 
-# nft may run without loading anything: nf_tables loaded, built in (a built-in module often has no
-# /sys/module entry), or a kernel with no module directory, which can load nothing.
-kpm_nft_safe() {
+# nf_tables in the running kernel, so that nft loads nothing: loaded, a kernel with no module directory
+# (it can load nothing), or built in: listed in modules.builtin, or, where that file is missing, its
+# symbols in /proc/kallsyms (a built-in module often has no /sys/module entry).
+kpm_nf_tables_in_kernel() {
   local kr
   kpm_module_loaded nf_tables && return 0
   kr=$(uname -r 2>/dev/null) || return 1
   [ -d "/lib/modules/$kr" ] || [ -d "/usr/lib/modules/$kr" ] || return 0
-  grep -qs '/nf_tables\.ko' "/lib/modules/$kr/modules.builtin" "/usr/lib/modules/$kr/modules.builtin"
+  grep -qs '/nf_tables\.ko' "/lib/modules/$kr/modules.builtin" "/usr/lib/modules/$kr/modules.builtin" && return 0
+  grep -qm1 -E ' (nf_tables|nft)_[a-z_]+' /proc/kallsyms 2>/dev/null
 }
 
 # kube-proxy's iptables objects in a save dump: chains by kind, and the Service comments of KUBE-SERVICES.
@@ -87,17 +89,26 @@ kpm_read() {
     kpm_dp ipset 200 ''
   fi
 
-  if command -v nft >/dev/null 2>&1 && kpm_nft_safe; then
-    if [ "$KPM_READ" = dump ]; then
-      # a node may have only one family's table: the listing counts when either was read (nft's error for
-      # the other stays in the text, where the parser ties it to its table)
-      out=$(r=1; nft list table ip kube-proxy 2>&1 && r=0; nft list table ip6 kube-proxy 2>&1 && r=0; exit $r); rc=$?
+  if ! command -v nft >/dev/null 2>&1; then
+    kpm_dp nft 127 ''
+  elif ! kpm_nf_tables_in_kernel; then
+    kpm_dp nft 200 ''
+  elif [ "$KPM_READ" = dump ]; then
+    # every table (a cleanup plans from it), then the content of kube-proxy's, of whichever families exist
+    out=$(nft list tables 2>&1); rc=$?
+    kpm_dp nft-tables "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
+    local tables
+    tables=$(printf '%s\n' "$out" | awk '$1 == "table" && ($2 == "ip" || $2 == "ip6") && $3 == "kube-proxy" { print $2 }')
+    if [ "$rc" != 0 ]; then
       kpm_dp nft "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
+    elif [ -z "$tables" ]; then
+      kpm_dp nft 1 "$(printf 'no table ip kube-proxy or ip6 kube-proxy on the node\n' | kpm_b64)"
     else
-      kpm_dp nft 0 "$(nft list tables 2>/dev/null | grep -E '^table (ip|ip6|inet) kube-proxy$' | kpm_b64)"
+      out=$(rc=0; for fam in $tables; do nft list table "$fam" kube-proxy 2>&1 || rc=$?; done; exit $rc); rc=$?
+      kpm_dp nft "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
     fi
   else
-    kpm_dp nft 200 ''
+    kpm_dp nft 0 "$(nft list tables 2>/dev/null | grep -E '^table (ip|ip6|inet) kube-proxy$' | kpm_b64)"
   fi
 }
 

@@ -69,7 +69,7 @@ export interface DataplaneSummary {
   kubeIpvs0: string[] | null;
   /** kube-proxy's KUBE-* ipsets; null when not read (ip_set not loaded or ipset missing) */
   ipsets: string[] | null;
-  /** "table ip kube-proxy" lines; null when nf_tables is not loaded or nft missing */
+  /** "table ip kube-proxy" lines; null when nf_tables is not in the kernel or nft missing */
   nftTables: string[] | null;
 }
 
@@ -111,8 +111,12 @@ export interface DataplaneDump {
   ip6tables?: string;
   /** ipvsadm -Ln output; undefined when ip_vs is not loaded */
   ipvs?: string;
-  /** nft list table {ip,ip6} kube-proxy */
+  /** nft list table {ip,ip6} kube-proxy, of the families that have the table */
   nft?: string;
+  /** why `nft` is not there: nft missing, nf_tables not in the kernel, no kube-proxy table, nft's error */
+  nftError?: string;
+  /** `nft list tables`, every table; undefined when not read (the reason in nftError) */
+  nftTables?: string[];
   errors: string[];
 }
 
@@ -132,6 +136,12 @@ export function parseDataplaneDump(stdout: string): DataplaneDump {
   take('ipt6', 'ip6tables-save', (t) => (dump.ip6tables = t));
   take('ipvs', 'ipvsadm -Ln', (t) => (dump.ipvs = t));
   const nft = e.get('nft');
-  if (nft && nft.code === 0) dump.nft = decode(nft.value);
+  if (nft?.code === 0) dump.nft = decode(nft.value);
+  else if (!nft) dump.nftError = 'not read';
+  else if (nft.code === 127) dump.nftError = 'nft is not installed';
+  else if (nft.code === NOT_READ) dump.nftError = 'nf_tables is not in the running kernel';
+  else dump.nftError = decode(nft.value).trim().split('\n').slice(-3).join(' | ') || `nft failed (exit ${nft.code})`;
+  const tables = e.get('nft-tables');
+  if (tables?.code === 0) dump.nftTables = lines(tables.value);
   return dump;
 }

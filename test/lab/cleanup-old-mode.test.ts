@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { leftoversOf } from '../../tasks/cluster/node-status.ts';
 import { cleanupOldMode, type CleanupOutcome } from '../../tasks/cleanup/old-mode.ts';
 import { itemLabel, type CleanupCluster, type CleanupItem } from '../../tasks/cleanup/old-mode-plan.ts';
-import { cleanupReadScript, parseNodeDataplane } from '../../tasks/cleanup/old-mode-read.ts';
 import { nodeReadScript, parseDataplaneSummary } from '../../tasks/dataplane/node-read.ts';
 import { loadInventory } from '../../tasks/inventory/load.ts';
 import type { Host, ProxyMode } from '../../tasks/inventory/types.ts';
@@ -375,10 +374,6 @@ async function cleanup(host: string, from: ProxyMode, to: ProxyMode, dryRun = fa
 async function leftovers(host: string, mode: ProxyMode): Promise<string[]> {
   const session = await sessions.get(hosts.get(host)!);
   const summary = parseDataplaneSummary((await session.run(nodeReadScript('summary'))).stdout);
-  // node-read.sh looks for a loaded nf_tables module; the lab's kernel has it built in, so the tables
-  // come from the cleanup's own read, filtered as node-read.sh filters them
-  const node = parseNodeDataplane((await session.run(cleanupReadScript())).stdout);
-  summary.nftTables ??= (node.nftTables ?? []).filter((l) => /^table (ip|ip6|inet) kube-proxy$/.test(l));
   return leftoversOf(mode, summary, cluster);
 }
 

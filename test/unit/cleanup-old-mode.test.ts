@@ -169,11 +169,10 @@ function readOutput(r: ReadSpec): string {
     ipvs,
     r.kubeIpvs0 ? dp('kube-ipvs0', 0, b64(r.kubeIpvs0.join('\n') + '\n')) : dp('kube-ipvs0', 1, ''),
     r.ipsets ? dp('ipset', 0, b64(r.ipsets.join('\n') + '\n')) : dp('ipset', 200, ''),
-    dp('nft', 200, ''),
+    ...(r.nft ? [dp('nft-tables', 0, b64(r.nft.join('\n') + '\n')), dp('nft', 1, b64('no table ip kube-proxy or ip6 kube-proxy on the node\n'))] : [dp('nft', 200, '')]),
     cr('ip-cmd', 0, ''),
     cr('addresses', 0, b64(['127.0.0.1', '::1', ...(r.addresses ?? [NODE])].join('\n') + '\n')),
     cr('ipset-cmd', r.ipsetInstalled === false ? 127 : 0, ''),
-    r.nft ? cr('nft', 0, b64(r.nft.join('\n') + '\n')) : cr('nft', 200, ''),
   ].join('\n');
 }
 
