@@ -348,6 +348,74 @@ export function kubeProxyIpvsadm(services: readonly GenService[], o: IpvsGenOpti
   return lines.join('\n') + '\n';
 }
 
+/**
+ * The iptables rules kube-proxy 1.28-1.31 writes in ipvs mode (writeIptablesRules, iptablesJumpChain), with no
+ * Service in them (those live in its ipsets): what an ipvs node's iptables-save shows, per family.
+ */
+export function kubeProxyIpvsModeIptablesSave(family: 'ipv4' | 'ipv6'): string {
+  const v6 = family === 'ipv6';
+  const s = (name: string) => (v6 ? name.replace(/^KUBE-/, 'KUBE-6-') : name);
+  const lo = v6 ? '::1/128' : '127.0.0.0/8';
+  const pods = v6 ? 'fd00:10:244::/56' : '10.244.0.0/16';
+  const reject = v6 ? 'icmp6-port-unreachable' : 'icmp-port-unreachable';
+  return `*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-LOAD-BALANCER - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-NODE-PORT - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-NODE-PORT -p tcp -m comment --comment "Kubernetes nodeport TCP port for masquerade purpose" -m set --match-set ${s('KUBE-NODE-PORT-TCP')} dst -j KUBE-MARK-MASQ
+-A KUBE-POSTROUTING -m comment --comment "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" -m set --match-set ${s('KUBE-LOOP-BACK')} dst,dst,src -j MASQUERADE
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-SERVICES -s ${lo} -j RETURN
+-A KUBE-SERVICES -m comment --comment "Kubernetes service lb portal" -m set --match-set ${s('KUBE-LOAD-BALANCER')} dst,dst -j KUBE-LOAD-BALANCER
+-A KUBE-SERVICES ! -s ${pods} -m comment --comment "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set ${s('KUBE-CLUSTER-IP')} dst,dst -j KUBE-MARK-MASQ
+-A KUBE-SERVICES -m comment --comment "Kubernetes service external ip + port for masquerade and filter purpose" -m set --match-set ${s('KUBE-EXTERNAL-IP')} dst,dst -j KUBE-MARK-MASQ
+-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT
+-A KUBE-SERVICES -m set --match-set ${s('KUBE-CLUSTER-IP')} dst,dst -j ACCEPT
+-A KUBE-SERVICES -m set --match-set ${s('KUBE-LOAD-BALANCER')} dst,dst -j ACCEPT
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-IPVS-FILTER - [0:0]
+:KUBE-IPVS-OUT-FILTER - [0:0]
+:KUBE-NODE-PORT - [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
+:KUBE-SOURCE-RANGES-FIREWALL - [0:0]
+-A INPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER
+-A INPUT -m comment --comment "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL
+-A INPUT -m comment --comment "kubernetes health check rules" -j KUBE-NODE-PORT
+-A FORWARD -m comment --comment "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A OUTPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-OUT-FILTER
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A KUBE-IPVS-FILTER -m set --match-set ${s('KUBE-LOAD-BALANCER')} dst,dst -j RETURN
+-A KUBE-IPVS-FILTER -m set --match-set ${s('KUBE-CLUSTER-IP')} dst,dst -j RETURN
+-A KUBE-IPVS-FILTER -m set --match-set ${s('KUBE-EXTERNAL-IP')} dst,dst -j RETURN
+-A KUBE-IPVS-FILTER -m set --match-set ${s('KUBE-HEALTH-CHECK-NODE-PORT')} dst -j RETURN
+-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set ${s('KUBE-IPVS-IPS')} dst -j REJECT --reject-with ${reject}
+-A KUBE-NODE-PORT -m comment --comment "Kubernetes health check node port" -m set --match-set ${s('KUBE-HEALTH-CHECK-NODE-PORT')} dst -j ACCEPT
+-A KUBE-PROXY-FIREWALL -m comment --comment "Kubernetes service load balancer ip + port for load balancer with sourceRange" -m set --match-set ${s('KUBE-LOAD-BALANCER-FW')} dst,dst -j KUBE-SOURCE-RANGES-FIREWALL
+-A KUBE-SOURCE-RANGES-FIREWALL -j DROP
+COMMIT
+`;
+}
+
 export interface NftablesGenOptions {
   family: 'ipv4' | 'ipv6';
   /** kube-proxy's nodePortAddresses as the node's addresses (the nodeport-ips set); default every local address */

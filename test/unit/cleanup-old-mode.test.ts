@@ -20,7 +20,7 @@ import { servicePortChainName, servicePortName } from '../../tasks/dataplane/cha
 import { parseDataplaneSummary } from '../../tasks/dataplane/node-read.ts';
 import type { ProxyMode } from '../../tasks/inventory/types.ts';
 import { shQuote } from '../../tasks/remote/quote.ts';
-import { expectedFrontends, kubeProxyIpvsadm, kubeProxyIptablesSave, type GenService } from '../dataplane-dumps.ts';
+import { expectedFrontends, kubeProxyIpvsadm, kubeProxyIpvsModeIptablesSave, kubeProxyIptablesSave, type GenService } from '../dataplane-dumps.ts';
 
 const CART: GenService = {
   namespace: 'shop',
@@ -87,59 +87,6 @@ function withForeign(dump: string): string {
   return out.join('\n');
 }
 
-/** ipvs mode's iptables rules as kube-proxy 1.28-1.31 writes them, trimmed to what the plan looks at. */
-function ipvsModeRules(v6: boolean): string {
-  const s = (name: string) => (v6 ? name.replace(/^KUBE-/, 'KUBE-6-') : name);
-  return `*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:KUBE-LOAD-BALANCER - [0:0]
-:KUBE-MARK-MASQ - [0:0]
-:KUBE-NODE-PORT - [0:0]
-:KUBE-POSTROUTING - [0:0]
-:KUBE-SERVICES - [0:0]
--A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
--A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ
--A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
--A KUBE-NODE-PORT -p tcp -m comment --comment "Kubernetes nodeport TCP port for masquerade purpose" -m set --match-set ${s('KUBE-NODE-PORT-TCP')} dst -j KUBE-MARK-MASQ
--A KUBE-POSTROUTING -m comment --comment "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" -m set --match-set ${s('KUBE-LOOP-BACK')} dst,dst,src -j MASQUERADE
--A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
--A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
--A KUBE-SERVICES -s ${v6 ? '::1/128' : '127.0.0.0/8'} -j RETURN
--A KUBE-SERVICES -m comment --comment "Kubernetes service lb portal" -m set --match-set ${s('KUBE-LOAD-BALANCER')} dst,dst -j KUBE-LOAD-BALANCER
--A KUBE-SERVICES ! -s 10.244.0.0/16 -m comment --comment "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set ${s('KUBE-CLUSTER-IP')} dst,dst -j KUBE-MARK-MASQ
--A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT
--A KUBE-SERVICES -m set --match-set ${s('KUBE-CLUSTER-IP')} dst,dst -j ACCEPT
-COMMIT
-*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:KUBE-FORWARD - [0:0]
-:KUBE-IPVS-FILTER - [0:0]
-:KUBE-IPVS-OUT-FILTER - [0:0]
-:KUBE-NODE-PORT - [0:0]
-:KUBE-PROXY-FIREWALL - [0:0]
-:KUBE-SOURCE-RANGES-FIREWALL - [0:0]
--A INPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER
--A INPUT -m comment --comment "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL
--A INPUT -m comment --comment "kubernetes health check rules" -j KUBE-NODE-PORT
--A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
--A OUTPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-OUT-FILTER
--A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
--A KUBE-IPVS-FILTER -m set --match-set ${s('KUBE-CLUSTER-IP')} dst,dst -j RETURN
--A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set ${s('KUBE-IPVS-IPS')} dst -j REJECT --reject-with icmp-port-unreachable
--A KUBE-NODE-PORT -m comment --comment "Kubernetes health check node port" -m set --match-set ${s('KUBE-HEALTH-CHECK-NODE-PORT')} dst -j ACCEPT
--A KUBE-PROXY-FIREWALL -m comment --comment "Kubernetes service load balancer ip + port for load balancer with sourceRange" -m set --match-set ${s('KUBE-LOAD-BALANCER-FW')} dst,dst -j KUBE-SOURCE-RANGES-FIREWALL
--A KUBE-SOURCE-RANGES-FIREWALL -j DROP
-COMMIT
-`;
-}
-
 const IPVS_SETS = ['KUBE-CLUSTER-IP', 'KUBE-LOAD-BALANCER', 'KUBE-LOAD-BALANCER-FW', 'KUBE-LOOP-BACK', 'KUBE-NODE-PORT-TCP', 'KUBE-HEALTH-CHECK-NODE-PORT', 'KUBE-IPVS-IPS'];
 const FOREIGN_VS = ['TCP  192.168.1.200:443 rr', '  -> 192.168.1.11:6443             Masq    1      0          0', 'TCP  198.18.0.5:30480 rr', 'FWM  100 rr', '  -> 10.0.0.5:0                   Route   1      0          0'];
 
@@ -190,8 +137,8 @@ const IPTABLES_NODE: ReadSpec = {
 };
 const ipvsList = kubeProxyIpvsadm([CART, DNS], { nodeAddresses: [NODE] }).trimEnd() + '\nUDP  [fd00:10:96::14]:80 rr\n' + FOREIGN_VS.join('\n') + '\n';
 const IPVS_NODE: ReadSpec = {
-  ipt4: withForeign(ipvsModeRules(false)),
-  ipt6: ipvsModeRules(true),
+  ipt4: withForeign(kubeProxyIpvsModeIptablesSave('ipv4')),
+  ipt6: kubeProxyIpvsModeIptablesSave('ipv6'),
   ipvs: ipvsList,
   kubeIpvs0: ['10.96.50.20/32', '192.0.2.10/32', '203.0.113.7/32', '10.96.0.10/32'],
   ipsets: [...IPVS_SETS, ...IPVS_SETS.map((s) => s.replace(/^KUBE-/, 'KUBE-6-')), 'KUBE-SRC-Q2VJXMSTO5KOVBCY'],
