@@ -229,7 +229,6 @@ function traceServiceIpvs(table: string, service: string, svc: V1Service, ref: S
   return merge(service, 'ipvs', traces);
 }
 
-/** Both families' kube-proxy tables, nft's own complaint about a missing one included (the parser reads it). */
 function merge(service: string, mode: 'iptables' | 'ipvs', traces: ServiceTrace[]): ServiceTrace {
   return {
     service,
