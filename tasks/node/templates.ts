@@ -6,8 +6,17 @@ import { fileURLToPath } from 'node:url';
 const TEMPLATE_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));
 const MODULE_NAME = /^[a-z0-9_]+$/;
 
+// A plan renders the same templates for every host and every module list it weighs; they do not change
+// while the tool runs, so each is read from disk once.
+const cache = new Map<string, string>();
+
 export function readTemplate(name: string): string {
-  return readFileSync(TEMPLATE_DIR + name, 'utf8');
+  let text = cache.get(name);
+  if (text === undefined) {
+    text = readFileSync(TEMPLATE_DIR + name, 'utf8');
+    cache.set(name, text);
+  }
+  return text;
 }
 
 /** Render a module-list template: each line holding `{{module}}` is repeated for every module. */
