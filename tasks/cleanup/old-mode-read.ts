@@ -53,20 +53,16 @@ export function parseNodeDataplane(stdout: string): NodeDataplane {
   const ipCmd = e.get('ip-cmd');
   if (ipCmd?.code === 127) problems.push({ area: 'link', text: 'ip (iproute2) is not installed: kube-ipvs0 and the node addresses not read' });
   if (e.get('ipset-cmd')?.code === 127) problems.push({ area: 'ipset', text: 'ipset is not installed: KUBE-* ipsets not read' });
-  // node-read.sh lists every nft table where nf_tables is in the kernel (where it is not, none can exist)
-  const nft = markedEntries(stdout, 'dp');
-  const tables = nft.get('nft-tables');
-  const nftRead = nft.get('nft');
-  let nftTables: string[] | null = null;
-  if (tables?.code === 0) nftTables = lines(tables.value);
-  else if (tables) problems.push({ area: 'nft', text: `nft list tables failed (exit ${tables.code}): ${lines(tables.value).slice(-2).join(' | ')}` });
-  else if (nftRead?.code === 127) problems.push({ area: 'nft', text: 'nft is not installed: nftables tables not read' });
-  else if (nftRead?.code !== 200) problems.push({ area: 'nft', text: 'nft tables: not read' });
+  // where nf_tables is not in the kernel no table can exist: nothing is hidden
+  const unread = dump.nftTablesUnread;
+  if (unread?.reason === 'failed') problems.push({ area: 'nft', text: `nft list tables failed (exit ${unread.code}): ${unread.output.slice(-2).join(' | ')}` });
+  else if (unread?.reason === 'not-installed') problems.push({ area: 'nft', text: 'nft is not installed: nftables tables not read' });
+  else if (unread?.reason === 'missing-entry') problems.push({ area: 'nft', text: 'nft tables: not read' });
   const addresses = e.get('addresses');
   const out: NodeDataplane = {
     kubeIpvs0: ipCmd?.code === 127 ? null : summary.kubeIpvs0,
     ipsets: summary.ipsets,
-    nftTables,
+    nftTables: dump.nftTables ?? null,
     nodeAddresses: addresses?.code === 0 ? lines(addresses.value) : null,
     problems,
   };

@@ -115,10 +115,22 @@ export interface DataplaneDump {
   nft?: string;
   /** why `nft` is not there: nft missing, nf_tables not in the kernel, no kube-proxy table, nft's error */
   nftError?: string;
-  /** `nft list tables`, every table; undefined when not read (the reason in nftError) */
+  /** `nft list tables`, every table; undefined when not read (why in nftTablesUnread) */
   nftTables?: string[];
+  /** why `nftTables` is not there, for each caller to word its own way */
+  nftTablesUnread?: NftTablesUnread;
   errors: string[];
 }
+
+export type NftTablesUnread =
+  /** nft is not installed */
+  | { reason: 'not-installed' }
+  /** nf_tables is not in the running kernel: nft was not run (it would load the module), and no table can exist */
+  | { reason: 'not-in-kernel' }
+  /** `nft list tables` exited non-zero; `output`: its non-empty lines */
+  | { reason: 'failed'; code: number; output: string[] }
+  /** no `nft list tables` entry though nft was neither missing nor kept from running: a summary read, or output cut short */
+  | { reason: 'missing-entry' };
 
 export function parseDataplaneDump(stdout: string): DataplaneDump {
   const e = entries(stdout);
@@ -143,5 +155,9 @@ export function parseDataplaneDump(stdout: string): DataplaneDump {
   else dump.nftError = decode(nft.value).trim().split('\n').slice(-3).join(' | ') || `nft failed (exit ${nft.code})`;
   const tables = e.get('nft-tables');
   if (tables?.code === 0) dump.nftTables = lines(tables.value);
+  else if (tables) dump.nftTablesUnread = { reason: 'failed', code: tables.code, output: lines(tables.value) };
+  else if (nft?.code === 127) dump.nftTablesUnread = { reason: 'not-installed' };
+  else if (nft?.code === NOT_READ) dump.nftTablesUnread = { reason: 'not-in-kernel' };
+  else dump.nftTablesUnread = { reason: 'missing-entry' };
   return dump;
 }

@@ -294,6 +294,26 @@ describe('plans', () => {
     expect(describePlan(plan('nftables', 'iptables', { ...NFTABLES_NODE, nft: null }), true)).toEqual(['nothing to clean: no objects of nftables mode on the node']);
     expect(() => plan('ipvs', 'ipvs', IPVS_NODE)).toThrow(/both ipvs/);
   });
+
+  test("nft tables not read: each reason is a problem of nftables mode's, but nf_tables not in the kernel (no table can exist)", () => {
+    const read = (...nft: string[]) => {
+      const d = parseNodeDataplane([...readOutput(IPTABLES_NODE).split('\n').filter((l) => !l.startsWith('@@kpm:dp nft')), ...nft].join('\n'));
+      return { nftTables: d.nftTables, problems: d.problems.filter((p) => p.area === 'nft').map((p) => p.text) };
+    };
+    const failed = b64('\n  Error: Could not process rule: Operation not permitted\nlist tables\n^^^^^^^^^^^\n');
+    expect(read(`@@kpm:dp nft-tables 1 ${failed}`, `@@kpm:dp nft 1 ${failed}`)).toEqual({
+      nftTables: null,
+      problems: ['nft list tables failed (exit 1): list tables | ^^^^^^^^^^^'],
+    });
+    expect(read(`@@kpm:dp nft-tables 0 ${b64('table inet user_fw\n\n')}`, `@@kpm:dp nft 1 ${b64('no table ip kube-proxy or ip6 kube-proxy on the node\n')}`)).toEqual({ nftTables: ['table inet user_fw'], problems: [] });
+    expect(read('@@kpm:dp nft 127 ')).toEqual({ nftTables: null, problems: ['nft is not installed: nftables tables not read'] });
+    expect(read('@@kpm:dp nft 200 ')).toEqual({ nftTables: null, problems: [] });
+    // no `nft list tables` entry where nft could run (a summary read, or output cut short): not known
+    for (const nft of [[], ['@@kpm:dp nft 0 '], [`@@kpm:dp nft 1 ${b64('nft: oops\n')}`]]) {
+      expect(read(...nft)).toEqual({ nftTables: null, problems: ['nft tables: not read'] });
+    }
+    expect(plan('nftables', 'iptables', { ...NFTABLES_NODE, nft: null }).problems).toEqual([]);
+  });
 });
 
 describe('dry run and report lines', () => {

@@ -64,6 +64,24 @@ describe('node-read output', () => {
     expect(d.ipvs).toBeUndefined();
     expect(d.errors).toEqual(['ip6tables-save failed (exit 1): ip6tables-save: permission denied']);
   });
+
+  test('dump: why nft tables were not read, as a reason, beside the wording of nftError', () => {
+    const nft = (...l: string[]) => {
+      const d = parseDataplaneDump(l.join('\n'));
+      return { nftTables: d.nftTables, nftTablesUnread: d.nftTablesUnread, nftError: d.nftError };
+    };
+    const denied = b64('Error: Could not process rule: Operation not permitted\nlist tables\n');
+    expect(nft(`@@kpm:dp nft-tables 1 ${denied}`, `@@kpm:dp nft 1 ${denied}`)).toEqual({
+      nftTables: undefined,
+      nftTablesUnread: { reason: 'failed', code: 1, output: ['Error: Could not process rule: Operation not permitted', 'list tables'] },
+      nftError: 'Error: Could not process rule: Operation not permitted | list tables',
+    });
+    expect(nft(`@@kpm:dp nft-tables 0 ${b64('table ip kube-proxy\n')}`, `@@kpm:dp nft 0 ${b64('table ip kube-proxy {\n}\n')}`)).toEqual({ nftTables: ['table ip kube-proxy'], nftTablesUnread: undefined, nftError: undefined });
+    expect(nft('@@kpm:dp nft 127 ')).toEqual({ nftTables: undefined, nftTablesUnread: { reason: 'not-installed' }, nftError: 'nft is not installed' });
+    expect(nft('@@kpm:dp nft 200 ')).toEqual({ nftTables: undefined, nftTablesUnread: { reason: 'not-in-kernel' }, nftError: 'nf_tables is not in the running kernel' });
+    expect(nft(`@@kpm:dp nft 0 ${b64('table ip kube-proxy\n')}`)).toMatchObject({ nftTables: undefined, nftTablesUnread: { reason: 'missing-entry' } });
+    expect(nft()).toEqual({ nftTables: undefined, nftTablesUnread: { reason: 'missing-entry' }, nftError: 'not read' });
+  });
 });
 
 describe('assessNode', () => {
