@@ -47,8 +47,14 @@ kpm_count_chains() {
     }'
 }
 
+# The families of the tables named kube-proxy in `nft list tables` output (stdin), of those given as
+# arguments. kube-proxy's nftables mode makes only `ip` and `ip6` ones; an `inet kube-proxy` is someone else's.
+kpm_nft_kube_proxy_families() {
+  awk -v families=" $* " '$1 == "table" && $3 == "kube-proxy" && index(families, " " $2 " ") { print $2 }'
+}
+
 kpm_read() {
-  local cmd fam out rc
+  local cmd fam out rc tables
   for fam in 4 6; do
     cmd=iptables-save
     [ "$fam" = 6 ] && cmd=ip6tables-save
@@ -97,8 +103,7 @@ kpm_read() {
     # every table (a cleanup plans from it), then the content of kube-proxy's, of whichever families exist
     out=$(nft list tables 2>&1); rc=$?
     kpm_dp nft-tables "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
-    local tables
-    tables=$(printf '%s\n' "$out" | awk '$1 == "table" && ($2 == "ip" || $2 == "ip6") && $3 == "kube-proxy" { print $2 }')
+    tables=$(printf '%s\n' "$out" | kpm_nft_kube_proxy_families ip ip6)
     if [ "$rc" != 0 ]; then
       kpm_dp nft "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
     elif [ -z "$tables" ]; then
@@ -108,7 +113,8 @@ kpm_read() {
       kpm_dp nft "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
     fi
   else
-    kpm_dp nft 0 "$(nft list tables 2>/dev/null | grep -E '^table (ip|ip6|inet) kube-proxy$' | kpm_b64)"
+    # inet too, as status has always shown it; status's leftovers keep to kube-proxy's own (isKubeProxyNftTable)
+    kpm_dp nft 0 "$(nft list tables 2>/dev/null | kpm_nft_kube_proxy_families ip ip6 inet | sed 's/.*/table & kube-proxy/' | kpm_b64)"
   fi
 }
 
