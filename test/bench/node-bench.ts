@@ -76,6 +76,10 @@ interface Sample {
   problems: string[];
   /** the whole machine's busy CPU over the run, % of all cores */
   machineCpu: number;
+  /** the same in CPU seconds: the run's whole cost on this machine, the hosts' side included */
+  machineCpuS: number;
+  /** the tool process's own CPU seconds (user + system) */
+  toolCpuS?: number;
   load1: number;
 }
 
@@ -129,6 +133,11 @@ function cpuBusy(): number {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal
   return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+}
+
+/** jiffies the cores spent idle while I/O was pending: a run that waits on disks shows here, not as busy */
+function cpuIowait(): number {
+  return Number(readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/)[5]);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -243,6 +252,7 @@ interface Ctx {
 interface RunOutcome {
   wallS: number;
   rssMiB?: number;
+  cpuS?: number;
   execs?: number[];
   changedHosts: number;
   problems: string[];
@@ -256,10 +266,10 @@ async function runTool(c: Ctx, kind: Kind): Promise<RunOutcome> {
     '--report', report, '--retry-file', path.join(c.work, `${id}.retry`), ...(kind.startsWith('dry') ? ['--dry-run'] : [])];
   const env: NodeJS.ProcessEnv = { ...process.env, CI: '1' };
   delete env.NODE_OPTIONS;
-  const p = await run('/usr/bin/time', ['-f', '%e %M', '-o', timeFile, process.execPath, ...args], { env });
+  const p = await run('/usr/bin/time', ['-f', '%e %M %U %S', '-o', timeFile, process.execPath, ...args], { env });
   writeFileSync(path.join(c.work, `${id}.log`), p.stdout + p.stderr);
   const problems: string[] = [];
-  const [, rssKb] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+  const [, rssKb, userS, sysS] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
   let rep: { hosts: Record<string, { status: string; sshExecs: number; steps: { name: string; status: string }[] }>; summary: Record<string, number> };
   try {
     rep = JSON.parse(readFileSync(report, 'utf8'));
@@ -276,6 +286,7 @@ async function runTool(c: Ctx, kind: Kind): Promise<RunOutcome> {
   return {
     wallS: p.ms / 1000,
     ...(rssKb ? { rssMiB: rssKb / 1024 } : {}),
+    ...(userS !== undefined && sysS !== undefined ? { cpuS: userS + sysS } : {}),
     execs: Object.values(rep.hosts).map((h) => h.sshExecs),
     changedHosts: s.changed ?? 0,
     problems,
@@ -342,9 +353,11 @@ async function measure(c: Ctx, o: Options, variant: Variant, kind: Kind, rep: nu
   const before = connectionCounts(c.lab, c.hosts);
   const load1 = loadavg()[0]!;
   const busy0 = cpuBusy();
+  const iowait0 = cpuIowait();
   const t0 = Date.now();
   const r = await RUNNERS[variant](c, kind);
   const busy = cpuBusy() - busy0;
+  const iowait = cpuIowait() - iowait0;
   const wallMs = Math.max(1, Date.now() - t0);
   const after = connectionCounts(c.lab, c.hosts);
   const conns = c.hosts.map((h) => after.get(h.name)! - before.get(h.name)!);
@@ -361,13 +374,16 @@ async function measure(c: Ctx, o: Options, variant: Variant, kind: Kind, rep: nu
     changedHosts: r.changedHosts,
     problems: r.problems,
     machineCpu: Math.round(((busy * 10) / (wallMs * cpus().length)) * 100),
+    machineCpuS: busy / 100,
+    ...(r.cpuS !== undefined ? { toolCpuS: r.cpuS } : {}),
     load1,
   };
   const extra = [
     sample.rssMiB !== undefined ? `rss ${sample.rssMiB.toFixed(0)} MiB` : '',
     sample.execs ? `execs/host ${fmtRange(sample.execs)}` : '',
     `conns/host ${fmtRange(sample.conns)}`,
-    `machine ${sample.machineCpu}% busy, load ${load1.toFixed(1)}${quiet === false ? ' (BUSY)' : ''}`,
+    sample.toolCpuS !== undefined ? `tool cpu ${sample.toolCpuS.toFixed(1)} s` : '',
+    `machine ${sample.machineCpu}% busy (${sample.machineCpuS.toFixed(0)} cpu-s, iowait ${(iowait / 100).toFixed(0)} s), load ${load1.toFixed(1)}${quiet === false ? ' (BUSY)' : ''}`,
   ].filter(Boolean);
   log(`${String(c.hosts.length).padStart(4)} hosts  ${variant.padEnd(7)} ${kind.padEnd(13)} rep ${rep}: ${sample.wallS.toFixed(2)} s  ${extra.join(', ')}` +
     (sample.problems.length ? `  PROBLEM: ${sample.problems.join('; ')}` : ''));
