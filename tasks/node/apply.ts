@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { shQuote } from '../remote/quote.ts';
+import { decodePayload } from './facts.ts';
 import type { NodePlan } from './plan.ts';
 
 // Turns a node plan into the one bash script that applies it, followed by a read-back of the node with
@@ -37,7 +38,7 @@ export function applyScript(plan: NodePlan, factsScript: string): string {
     s += step(
       'packages',
       `if { ${install}${retry}; } >>"$KPM_LOG" 2>&1; then kpm_report packages changed ${shQuote(`installed ${plan.install.join(' ')}`)}; ` +
-        `else kpm_fail packages "${pm.name} could not install ${plan.install.join(' ')}: $(kpm_tail)"; fi`,
+        `else kpm_tail; kpm_fail packages "${pm.name} could not install ${plan.install.join(' ')}: $KPM_TAIL"; fi`,
     );
   }
   for (const f of plan.files) {
@@ -58,17 +59,19 @@ export function applyScript(plan: NodePlan, factsScript: string): string {
     s += step(
       name,
       `if ${cmd} >>"$KPM_LOG" 2>&1; then kpm_report ${shQuote(name)} changed ${shQuote(msg)}; ` +
-        `else kpm_fail ${shQuote(name)} "cannot write ${f.file.path}: $(kpm_tail)"; fi`,
+        `else kpm_tail; kpm_fail ${shQuote(name)} "cannot write ${f.file.path}: $KPM_TAIL"; fi`,
     );
   }
   if (plan.load.length > 0) {
     const script = plan.files.find((f) => f.file.template === 'ipvs.modules')!.file.path;
     // Whether each module really loaded is judged from the read-back; the script's output carries
     // modprobe's own messages for the ones that did not.
-    s += step('modules', `bash -- ${shQuote(script)} >>"$KPM_LOG" 2>&1; kpm_report modules ran "$(kpm_tail)"`);
+    s += step('modules', `bash -- ${shQuote(script)} >>"$KPM_LOG" 2>&1; kpm_tail; kpm_report modules ran "$KPM_TAIL"`);
   }
   s += `printf '%s\\n' ${shQuote(READBACK_MARKER)}\n`;
-  s += `bash --noprofile --norc -c ${shQuote(factsScript)}\n`;
+  // a subshell of this bash, not a new one (no exec, no second parse of the library), in the state the
+  // facts script expects of a fresh shell: its exit ends only the subshell
+  s += `(\nset +u\n${factsScript}\n)\n`;
   return s;
 }
 
@@ -86,8 +89,17 @@ export function parseApplyOutput(stdout: string): ApplyOutput {
   const head = at >= 0 ? stdout.slice(0, at) : stdout;
   const steps: StepLine[] = [];
   for (const line of head.split('\n')) {
-    const m = /^@@kpm:step (\S+) (\S+) ?(\S*)$/.exec(line);
-    if (m) steps.push({ name: m[1]!, status: m[2]!, message: Buffer.from(m[3] ?? '', 'base64').toString('utf8') });
+    const m = /^@@kpm:step (\S+) (\S+) (.*)$/.exec(line);
+    if (m) steps.push({ name: m[1]!, status: m[2]!, message: decodeMessage(m[3]!) });
   }
   return { steps, readback: at >= 0 ? stdout.slice(at + READBACK_MARKER.length + 1) : '' };
+}
+
+function decodeMessage(value: string): string {
+  try {
+    return decodePayload(value, 'step message').toString('utf8');
+  } catch {
+    // a line cut short: what arrived says more than nothing
+    return value;
+  }
 }

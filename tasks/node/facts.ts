@@ -264,7 +264,7 @@ function keyValues(section: Section): Map<string, string> {
 }
 
 /** Decode `txt:...` / `b64:...` / `hex:...` (empty value: empty). */
-function decodePayload(value: string, what: string): Buffer {
+export function decodePayload(value: string, what: string): Buffer {
   if (value === '') return Buffer.alloc(0);
   const colon = value.indexOf(':');
   const tag = colon < 0 ? '' : value.slice(0, colon);

@@ -221,9 +221,17 @@ describe('apply script', () => {
     expect(s).not.toContain('kpm_put /etc');
     expect(s).toContain('if kpm_go packages; then');
     expect(s).not.toContain('kpm_go modules');
-    expect(s.trimEnd().endsWith("bash --noprofile --norc -c 'echo facts'")).toBe(true);
-    const out = parseApplyOutput(`noise\n@@kpm:step packages changed ${Buffer.from('installed ipset').toString('base64')}\n${READBACK_MARKER}\n@@kpm:begin 1\n`);
-    expect(out.steps).toEqual([{ name: 'packages', status: 'changed', message: 'installed ipset' }]);
+    // the read-back runs in a subshell of the apply's bash, with the fresh shell's nounset
+    expect(s.trimEnd().endsWith('(\nset +u\necho facts\n)')).toBe(true);
+    const out = parseApplyOutput(
+      `noise\n@@kpm:step packages changed txt:installed ipset 100%25%0Adone\n@@kpm:step modules ran b64:${Buffer.from('modprobe: ✗').toString('base64')}\n` +
+        `@@kpm:step ipvs.modules failed txt:\n${READBACK_MARKER}\n@@kpm:begin 1\n`,
+    );
+    expect(out.steps).toEqual([
+      { name: 'packages', status: 'changed', message: 'installed ipset 100%\ndone' },
+      { name: 'modules', status: 'ran', message: 'modprobe: ✗' },
+      { name: 'ipvs.modules', status: 'failed', message: '' },
+    ]);
     expect(out.readback).toBe('@@kpm:begin 1\n');
   });
 });
