@@ -206,6 +206,30 @@ kpm_facts() {
   local m rc has_modprobe=0 has_modinfo=0
   type -P modprobe >/dev/null 2>&1 && has_modprobe=1
   type -P modinfo >/dev/null 2>&1 && has_modinfo=1
+  # One dry run for all the modules to ask about (a fresh node's whole list) instead of one each: with -a
+  # modprobe goes on past a module it cannot find, and each module it would load ends with its own
+  # `insmod .../NAME.ko` line. A module with that line is found; any other (not found, an alias of
+  # another file, anything with an `install` command, whose effect cannot be told apart) is asked alone
+  # below, so its rc and message are exactly modprobe's.
+  local -a todo=()
+  local -A found=()
+  if ((has_modprobe)) && [[ ${KPM_PROBE-1} != 0 ]]; then
+    for m in "${mods[@]}"; do
+      [[ -n ${loaded[$m]-} || -n ${inbuiltin[$m]-} ]] && continue
+      [[ -d $R/sys/module/$m && ! -r $R/sys/module/$m/initstate ]] && continue
+      todo+=("$m")
+    done
+  fi
+  if ((${#todo[@]} > 1)); then
+    out=$(modprobe -n -v -a -- "${todo[@]}" 2>/dev/null </dev/null)
+    if [[ $'\n'$out != *$'\n'install\ * ]]; then
+      while IFS= read -r line; do
+        [[ $line == 'insmod '* ]] || continue
+        b=${line#insmod }; b=${b%% *}; b=${b##*/}; b=${b%%.ko*}; b=${b//-/_}
+        found[$b]=$line
+      done <<< "$out"
+    fi
+  fi
   for m in "${mods[@]}"; do
     printf '@@kpm:module %s\n' "$m"
     x=''
@@ -226,6 +250,11 @@ kpm_facts() {
     fi
     if [[ ${KPM_PROBE-1} == 0 ]]; then
       printf 'modprobe.rc=unprobed\nmodinfo.rc=none\n'
+      continue
+    fi
+    if [[ -n ${found[$m]-} ]]; then
+      kpm_cmd modprobe 0 "${found[$m]}"
+      printf 'modinfo.rc=skipped\n'
       continue
     fi
     out='' rc=1

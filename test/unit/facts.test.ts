@@ -243,10 +243,16 @@ exit $rc`,
     stub(
       join(sbin, 'modprobe'),
       log,
-      `dry=0; name=
-for a in "$@"; do case $a in -n|--dry-run|--show) dry=1;; -v|--verbose|-q|--quiet) ;; -*) echo "modprobe stub: unexpected option $a" >&2; exit 99;; *) name=$a;; esac; done
+      // -a: every name in turn, going on past a failure, exit 1 if any failed (as kmod's modprobe -a)
+      `dry=0; all=0; names=()
+for a in "$@"; do case $a in -n|--dry-run|--show) dry=1;; -a|--all) all=1;; -v|--verbose|-q|--quiet|--) ;; -*) echo "modprobe stub: unexpected option $a" >&2; exit 99;; *) names+=("$a");; esac; done
 ((dry)) || { echo "modprobe stub: refusing to run without -n" >&2; exit 97; }
-${replayCases(records(fixture(name, 'modprobe-n') ?? ''), 'modprobe')}`,
+((all || \${#names[@]} == 1)) || { echo "modprobe stub: several names without -a" >&2; exit 96; }
+rc=0
+for name in "\${names[@]}"; do (
+${replayCases(records(fixture(name, 'modprobe-n') ?? ''), 'modprobe')}
+) || rc=1; done
+exit $rc`,
     );
     stub(
       join(sbin, 'modinfo'),
@@ -708,7 +714,8 @@ function put(root: string, path: string, content: string | Buffer): void {
 describe('modinfo: asked only where it can show a module built in', () => {
   it('is skipped after a dry run that names the module file, and after a failed one where modules.builtin was read', () => {
     const { node } = run('debian-12');
-    expect(callsOf(node, 'modprobe')).toHaveLength(5);
+    // one dry run for the five not loaded; only nf_conntrack_ipv4, which it did not find, is asked alone
+    expect(callsOf(node, 'modprobe')).toEqual(['-n -v -a -- ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack_ipv4', '-n -v nf_conntrack_ipv4']);
     // nf_conntrack_ipv4: modprobe -n fails and modules.builtin does not list it; modinfo could only agree
     expect(callsOf(node, 'modinfo')).toEqual([]);
     const f = factsOf('debian-12');
@@ -741,6 +748,43 @@ describe('modinfo: asked only where it can show a module built in', () => {
     // the silent dry run of the loadable ip_vs_sh named its file: no modinfo for it
     expect(callsOf(silent, 'modinfo')).not.toContain('-F filename ip_vs_sh');
     expect(callsOf(failing, 'modinfo')).toContain('-F filename ip_vs_sh');
+  });
+});
+
+describe('modprobe: one dry run for every module to ask about, then alone for the ones it did not find', () => {
+  it('asks each module alone when the batch shows an install command (opensuse-leap-15.5): its effect cannot be told apart', () => {
+    const calls = callsOf(run('opensuse-leap-15.5').node, 'modprobe');
+    expect(calls[0]).toMatch(/^-n -v -a -- /);
+    expect(calls.slice(1).every((c) => /^-n -v [a-z_0-9]+$/.test(c))).toBe(true);
+    expect(calls.length).toBeGreaterThan(2);
+  });
+
+  it('takes a module as found only from an insmod line naming its own file (an alias of another file is asked alone)', () => {
+    const node = buildNode('debian-12');
+    const dir = `/lib/modules/${node.kernel}/kernel/net/netfilter`;
+    // nf_conntrack_ipv4 resolves to nf_conntrack.ko (an alias); ip_vs_sh is not found, and the batch goes on
+    // past it, as kmod's -a does
+    stub(
+      join(node.root, 'usr/sbin/modprobe'),
+      node.log,
+      `names=(); for a in "$@"; do case $a in -*) ;; *) names+=("$a");; esac; done
+rc=0
+for n in "\${names[@]}"; do case $n in
+  ip_vs) echo "insmod ${dir}/ipvs/ip_vs.ko ";;
+  ip_vs_rr|ip_vs_wrr) echo "insmod ${dir}/ipvs/ip_vs.ko "; echo "insmod ${dir}/ipvs/$n.ko.xz ";;
+  nf_conntrack_ipv4) echo "insmod ${dir}/nf_conntrack.ko ";;
+  *) echo "modprobe: FATAL: Module $n not found in directory /lib/modules/${node.kernel}" >&2; rc=1;;
+esac; done
+exit $rc`,
+    );
+    const r = runOn(node);
+    expect(r.stderr).toBe('');
+    expect(callsOf(node, 'modprobe')).toEqual(['-n -v -a -- ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack_ipv4', '-n -v ip_vs_sh', '-n -v nf_conntrack_ipv4']);
+    const f = parseFacts(r.stdout);
+    for (const m of ['ip_vs', 'ip_vs_rr', 'ip_vs_wrr', 'nf_conntrack_ipv4']) expect(f.modules[m], m).toMatchObject({ available: true, message: '' });
+    expect(f.modules.ip_vs_sh).toMatchObject({ available: false, message: `modprobe: FATAL: Module ip_vs_sh not found in directory /lib/modules/${node.kernel}` });
+    // the batch's line for a found module is what its section carries
+    expect(r.stdout).toContain(`@@kpm:module ip_vs_rr\nsysfs=0\nmodprobe.rc=0\nmodprobe=txt:insmod ${dir}/ipvs/ip_vs_rr.ko.xz %0A\nmodinfo.rc=skipped\n`);
   });
 });
 
