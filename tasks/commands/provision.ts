@@ -218,7 +218,11 @@ async function clusterPhase(
     const failed = r.steps.find((s) => s.status === 'failed');
     if (failed && !r.reason) r.reason = `${failed.name}: ${failed.message.split('\n')[0]}`;
     const h = inv.hosts.find((x) => x.name === r.host);
-    if (h) r.sshExecs = await sessions.execs(h);
+    if (h) {
+      const n = await sessions.counts(h);
+      r.sshExecs = n.execs;
+      r.sshRoundTrips = n.roundTrips;
+    }
   }
   const cluster = results.get(CLUSTER);
   const ordered = [...nodeResults.map((r) => results.get(r.host)!), ...[...results.values()].filter((r) => r.host !== CLUSTER && !byHost.has(r.host))];
@@ -304,6 +308,7 @@ export async function provisionHost(host: Host, emit: EventSink, opts: HostRunOp
       status: hostStatusOf(steps),
       steps,
       sshExecs: session.execs,
+      sshRoundTrips: session.roundTrips,
       ...(failed ? { reason: `${failed.name}: ${failed.message.split('\n')[0]}` } : {}),
     });
   } catch (e) {
@@ -316,6 +321,7 @@ export async function provisionHost(host: Host, emit: EventSink, opts: HostRunOp
       status: lost ? 'unreachable' : 'failed',
       steps: [step],
       sshExecs: session.execs,
+      sshRoundTrips: session.roundTrips,
       reason: error.message,
     });
   }

@@ -1,5 +1,5 @@
 import type { Host, NodeSettings } from '../inventory/types.ts';
-import type { RemoteSession } from '../remote/ssh.ts';
+import type { RemoteSession, RemoteShell } from '../remote/ssh.ts';
 import type { Interrupt } from '../run/interrupt.ts';
 import { stepRecorder, type StepResult, type StepStatus } from '../run/results.ts';
 import { applyScript, parseApplyOutput, stepNameForFile, strayNote, type StepLine } from './apply.ts';
@@ -7,8 +7,9 @@ import { factsScript, parseFacts, type ExpectedContents, type Facts } from './fa
 import { filesToProbe, MODES, modulesToProbe } from './modes.ts';
 import { modeFileContents, packagesToProbe, planIsNoop, planNode, possibleModuleLists, type NodePlan } from './plan.ts';
 
-// The node phase for one host: facts (one exec) -> plan -> apply + read-back (one exec, only when
-// something differs) -> verify. A converged node costs exactly one exec.
+// The node phase for one host: facts -> plan -> apply + read-back (only when something differs) ->
+// verify. Both scripts run in one bash kept on the node for the phase (one exec): a converged node costs
+// one round trip, a changed one two.
 
 export const NODE_STEPS = ['facts', 'preflight', 'packages', 'ipvs.modules', 'modules-load.d', 'modules', 'verify'] as const;
 /** the steps that change the node */
@@ -32,6 +33,15 @@ function tail(text: string, n = 15): string {
 }
 
 export async function runNodePhase(host: Host, session: RemoteSession, opts: NodePhaseOptions): Promise<NodePhaseOutcome> {
+  const shell = session.shell();
+  try {
+    return await nodePhase(host, shell, opts);
+  } finally {
+    shell.close();
+  }
+}
+
+async function nodePhase(host: Host, shell: RemoteShell, opts: NodePhaseOptions): Promise<NodePhaseOutcome> {
   const recorder = stepRecorder(opts.emit);
   const steps = recorder.steps;
   const record = (name: string, status: StepStatus, message: string, diff?: string): StepResult =>
@@ -52,7 +62,7 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   // 1. facts
   let facts: Facts;
   try {
-    const res = await session.run(script);
+    const res = await shell.run(script);
     if (res.code !== 0) {
       record('facts', 'failed', `facts script exited ${res.code ?? res.signal}: ${tail(res.stderr || res.stdout)}`);
       skipRest(1, 'not run: facts failed');
@@ -131,7 +141,7 @@ export async function runNodePhase(host: Host, session: RemoteSession, opts: Nod
   };
   let out;
   try {
-    const res = await session.run(applyScript(plan, factsScript(readback)));
+    const res = await shell.run(applyScript(plan, factsScript(readback)));
     out = parseApplyOutput(res.stdout);
     if (out.readback === '' && res.code !== 0) {
       const why =

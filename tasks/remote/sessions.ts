@@ -19,10 +19,11 @@ export class SessionPool {
     return s;
   }
 
-  /** SSH execs the host's session has cost so far (0 when it never connected) */
-  async execs(host: Host): Promise<number> {
+  /** SSH execs and script round trips the host's session has cost so far (0 when it never connected) */
+  async counts(host: Host): Promise<{ execs: number; roundTrips: number }> {
     const s = this.sessions.get(host.name);
-    return s ? (await s.catch(() => null))?.execs ?? 0 : 0;
+    const session = s ? await s.catch(() => null) : null;
+    return { execs: session?.execs ?? 0, roundTrips: session?.roundTrips ?? 0 };
   }
 
   async closeAll(): Promise<void> {

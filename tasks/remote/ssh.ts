@@ -1,6 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { NodeSSH } from 'node-ssh';
 import type { ClientChannel } from 'ssh2';
 import type { Host } from '../inventory/types.ts';
@@ -128,6 +130,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class RemoteSession {
   /** SSH execs this session has run (the report's sshExecs) */
   execs = 0;
+  /** scripts run, in their own exec or in a kept shell (the report's sshRoundTrips) */
+  roundTrips = 0;
   private constructor(
     readonly host: Host,
     private readonly ssh: NodeSSH,
@@ -215,16 +219,12 @@ export class RemoteSession {
    * hand the password line to bash as a command.
    */
   async run(script: string, opts: { become?: boolean; timeoutMs?: number } = {}): Promise<ExecResult> {
-    const c = this.host.connection;
-    const bash = `env LC_ALL=C bash --noprofile --norc -c ${shQuote(script)}`;
     const sudo = opts.become !== false && this.usesSudo;
-    const password = this.options.becomePassword;
-    const command = sudo
-      ? `sudo ${password !== undefined ? "-S -p ''" : '-n'} -H -u ${shQuote(c.becomeUser)} -- ${bash}`
-      : bash;
+    const { command, stdin } = this.becomeCommand(`env LC_ALL=C bash --noprofile --norc -c ${shQuote(script)}`, sudo);
     const timeoutMs = opts.timeoutMs ?? this.host.run.commandTimeout * 1000;
     const started = Date.now();
     this.execs++;
+    this.roundTrips++;
     let channel: ClientChannel | undefined;
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
@@ -237,7 +237,7 @@ export class RemoteSession {
     try {
       const res = await Promise.race([
         this.ssh.execCommand(command, {
-          stdin: sudo && password !== undefined ? password + '\n' : undefined,
+          stdin,
           noTrim: true,
           onChannel: (ch) => {
             channel = ch;
@@ -245,15 +245,193 @@ export class RemoteSession {
         }),
         timedOut,
       ]);
-      if (sudo) checkSudo(res.stderr, res.code, password !== undefined, c.becomeUser);
+      if (sudo) this.checkBecome(res.stderr, res.code);
       return { stdout: res.stdout, stderr: res.stderr, code: res.code, signal: res.signal, ms: Date.now() - started };
     } finally {
       clearTimeout(timer);
     }
   }
 
+  /**
+   * A bash kept running on the host for scripts that follow one another (the node phase's facts, then its
+   * apply): one exec for all of them, so each script after the first costs no channel, no login shell and
+   * no sudo start. Nothing is started until the first run.
+   */
+  shell(opts: { become?: boolean } = {}): RemoteShell {
+    const sudo = opts.become !== false && this.usesSudo;
+    // sudo -S reads the password from the same stdin that would carry the scripts, and after a refused
+    // one it reads the next line as another attempt (each counting toward an account lock-out): with a
+    // become password every script keeps its own exec, its stdin holding the password and nothing else.
+    return new RemoteShell(this, sudo, sudo && this.options.becomePassword !== undefined);
+  }
+
+  /** @internal for RemoteShell: open the exec channel of a kept bash */
+  openChannel(command: string): Promise<ClientChannel> {
+    const client = this.ssh.connection;
+    if (!client) return Promise.reject(new Error('the connection to the node was lost'));
+    this.execs++;
+    return new Promise((resolve, reject) => client.exec(command, {}, (err, ch) => (err ? reject(err) : resolve(ch))));
+  }
+
+  /** @internal the sudo command line and password for a command run as ansible_become_user */
+  becomeCommand(bash: string, sudo: boolean): { command: string; stdin?: string } {
+    const c = this.host.connection;
+    const password = this.options.becomePassword;
+    if (!sudo) return { command: bash };
+    return {
+      command: `sudo ${password !== undefined ? "-S -p ''" : '-n'} -H -u ${shQuote(c.becomeUser)} -- ${bash}`,
+      ...(password !== undefined ? { stdin: password + '\n' } : {}),
+    };
+  }
+
+  /** @internal */
+  checkBecome(stderr: string, code: number | null): void {
+    checkSudo(stderr, code, this.options.becomePassword !== undefined, this.host.connection.becomeUser);
+  }
+
   close(): void {
     this.ssh.dispose();
+  }
+}
+
+// The kept bash: scripts arrive framed on stdin (`@@kpm:run <bytes>`, then exactly that many bytes) and
+// each runs in a subshell of it, with stdin on /dev/null and without the frame pipe; after each one a
+// line `@@kpm:ran TAG <exit code>` goes to stdout and to stderr, so both streams are known complete. TAG is
+// random per shell: no output can forge the end of a script. Any other input line is never run.
+// `@@kpm:ready TAG` first says that the shell started (through sudo -n, if any) before a script is sent,
+// and marks where the login shell's own output, if any, ends.
+function keptBash(tag: string): string {
+  return [
+    'exec 3<&0 </dev/null',
+    `printf '@@kpm:ready %s\\n' ${tag}`,
+    "kpm_re='^@@kpm:run ([0-9]{1,9})$'",
+    'while IFS= read -r -u 3 kpm_l; do',
+    '  [[ $kpm_l =~ $kpm_re ]] || continue',
+    "  IFS= read -r -d '' -u 3 -N \"${BASH_REMATCH[1]}\" kpm_s || exit 3",
+    '  (eval "$kpm_s") 3<&-',
+    '  kpm_rc=$?',
+    `  printf '\\n@@kpm:ran %s %s\\n' ${tag} "$kpm_rc"`,
+    `  printf '\\n@@kpm:ran %s %s\\n' ${tag} "$kpm_rc" >&2`,
+    'done',
+  ].join('\n');
+}
+
+/** See RemoteSession.shell. One script at a time; after a timeout or a lost connection it runs nothing more. */
+export class RemoteShell {
+  private channel?: Promise<ClientChannel>;
+  private readonly tag = randomBytes(12).toString('hex');
+  private out = '';
+  private err = '';
+  private ready = false;
+  private ended?: { code: number | null; signal: string | null };
+  private wake?: () => void;
+  private dead?: Error;
+
+  constructor(
+    private readonly session: RemoteSession,
+    private readonly sudo: boolean,
+    /** run each script in its own exec instead (see RemoteSession.shell) */
+    private readonly perExec = false,
+  ) {}
+
+  private start(): Promise<ClientChannel> {
+    const bash = `env LC_ALL=C bash --noprofile --norc -c ${shQuote(keptBash(this.tag))}`;
+    const { command } = this.session.becomeCommand(bash, this.sudo);
+    return this.session.openChannel(command).then((ch) => {
+      const outText = new StringDecoder('utf8');
+      const errText = new StringDecoder('utf8');
+      let code: number | null = null;
+      let signal: string | null = null;
+      ch.on('data', (b: Buffer) => {
+        this.out += outText.write(b);
+        this.wake?.();
+      });
+      ch.stderr.on('data', (b: Buffer) => {
+        this.err += errText.write(b);
+        this.wake?.();
+      });
+      ch.on('exit', (c: number | null, s?: string) => {
+        code = c ?? null;
+        signal = s ?? null;
+      });
+      ch.on('close', () => {
+        this.out += outText.end();
+        this.err += errText.end();
+        this.ended = { code, signal };
+        this.wake?.();
+      });
+      return ch;
+    });
+  }
+
+  /** Wait until `done` holds or the channel ends. */
+  private async until(done: () => boolean): Promise<void> {
+    while (!done() && !this.ended) await new Promise<void>((r) => (this.wake = r));
+    this.wake = undefined;
+  }
+
+  async run(script: string, opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    if (this.dead) throw this.dead;
+    if (this.perExec) return this.session.run(script, { become: this.sudo, ...opts });
+    const timeoutMs = opts.timeoutMs ?? this.session.host.run.commandTimeout * 1000;
+    const started = Date.now();
+    this.session.roundTrips++;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.dead = new CommandTimeoutError(`command timed out after ${Math.round(timeoutMs / 1000)}s`);
+        void this.channel?.then((ch) => {
+          ch.signal?.('KILL');
+          ch.close();
+        });
+        this.wake?.();
+        reject(this.dead);
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exchange(script, started), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async exchange(script: string, started: number): Promise<ExecResult> {
+    this.channel ??= this.start();
+    const ch = await this.channel;
+    const readyLine = `@@kpm:ready ${this.tag}\n`;
+    if (!this.ready) {
+      await this.until(() => this.out.includes(readyLine) || this.dead !== undefined);
+      if (this.dead) throw this.dead;
+      if (!this.out.includes(readyLine)) return this.finish(started);
+      this.out = this.out.slice(this.out.indexOf(readyLine) + readyLine.length);
+      this.ready = true;
+    }
+    ch.write(`@@kpm:run ${Buffer.byteLength(script)}\n`);
+    ch.write(script);
+    const mark = new RegExp(`\\n@@kpm:ran ${this.tag} (\\d+)\\n`);
+    await this.until(() => (mark.test(this.out) && mark.test(this.err)) || this.dead !== undefined);
+    if (this.dead) throw this.dead;
+    const o = mark.exec(this.out);
+    const e = mark.exec(this.err);
+    if (!o || !e) return this.finish(started);
+    const res: ExecResult = { stdout: this.out.slice(0, o.index), stderr: this.err.slice(0, e.index), code: Number(o[1]), signal: null, ms: Date.now() - started };
+    this.out = this.out.slice(o.index + o[0].length);
+    this.err = this.err.slice(e.index + e[0].length);
+    return res;
+  }
+
+  /** The shell ended before the script did: what it said, and how it ended (sudo's refusal included). */
+  private finish(started: number): ExecResult {
+    const res: ExecResult = { stdout: this.out, stderr: this.err, code: this.ended?.code ?? null, signal: this.ended?.signal ?? null, ms: Date.now() - started };
+    this.dead = new Error('the remote shell has ended');
+    if (this.sudo) this.session.checkBecome(res.stderr, res.code);
+    return res;
+  }
+
+  /** End the shell (its stdin closes, the loop ends); the channel closes by itself. */
+  close(): void {
+    this.dead ??= new Error('the remote shell is closed');
+    void this.channel?.then((ch) => ch.end()).catch(() => undefined);
   }
 }
 

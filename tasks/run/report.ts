@@ -21,6 +21,7 @@ export function buildReport(results: HostResult[], meta: ReportMeta): object {
       ...(r.reason ? { reason: r.reason } : {}),
       steps: r.steps.map((s) => ({ name: s.name, status: s.status, message: s.message, ms: s.ms, ...(s.diff ? { diff: s.diff } : {}), ...(s.probes ? { probes: s.probes } : {}) })),
       sshExecs: r.sshExecs,
+      sshRoundTrips: r.sshRoundTrips ?? r.sshExecs,
     };
   }
   return { hosts, summary: { ...summarize(results), ...meta } };

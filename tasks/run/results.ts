@@ -20,8 +20,10 @@ export interface HostResult {
   host: string;
   status: HostStatus;
   steps: StepResult[];
-  /** SSH exec round trips this host cost */
+  /** SSH execs (channels) this host cost */
   sshExecs: number;
+  /** scripts run on the host: each a round trip, several of them in one exec where a shell was kept */
+  sshRoundTrips?: number;
   /** why the host failed or was unreachable, in one line */
   reason?: string;
 }

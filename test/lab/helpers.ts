@@ -64,7 +64,7 @@ export interface RunOutput {
 }
 
 export interface Report {
-  hosts: Record<string, { status: string; reason?: string; steps: { name: string; status: string; message: string; ms: number; diff?: string }[]; sshExecs: number }>;
+  hosts: Record<string, { status: string; reason?: string; steps: { name: string; status: string; message: string; ms: number; diff?: string }[]; sshExecs: number; sshRoundTrips: number }>;
   summary: Record<string, number | string | boolean>;
 }
 

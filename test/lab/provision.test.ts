@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { renderModuleTemplate, readTemplate } from '../../tasks/node/templates.ts';
-import { labSupported, startLab, type Lab } from './lab.ts';
+import { LAB_NOPASSWD_USER, labSupported, startLab, type Lab } from './lab.ts';
 import { mustExec, runProvision, stepOf, tempDir, writeLabInventory } from './helpers.ts';
 
 // The node phase against real sshd hosts (network namespaces, own root filesystems, offline apt repo).
@@ -54,6 +54,7 @@ describe.skipIf(!support.ok)('node phase on lab hosts', () => {
       expect(r.out).toContain(`${n} |   +modprobe -- ip_vs_wrr`);
       expect(r.out).toContain(`${n} |   +++ /etc/modules-load.d/ipvs.conf`);
       expect(r.report.hosts[n]!.sshExecs).toBe(1);
+      expect(r.report.hosts[n]!.sshRoundTrips).toBe(1);
     }
     expect(r.out).toMatch(/PLAY RECAP \(dry run\)/);
     expect(r.out).toContain('would change (dry run: nothing was changed)');
@@ -69,7 +70,9 @@ describe.skipIf(!support.ok)('node phase on lab hosts', () => {
     const conf = renderModuleTemplate(readTemplate('ipvs.conf'), MODULES);
     for (const n of names) {
       expect(r.report.hosts[n]!.status).toBe('changed');
-      expect(r.report.hosts[n]!.sshExecs).toBe(2);
+      // facts, then apply + read-back: two scripts in one bash kept on the node, one exec
+      expect(r.report.hosts[n]!.sshExecs).toBe(1);
+      expect(r.report.hosts[n]!.sshRoundTrips).toBe(2);
       for (const s of ['packages', 'ipvs.modules', 'modules-load.d', 'modules']) expect(stepOf(r, n, s)!.status).toBe('changed');
       expect(stepOf(r, n, 'verify')!.status).toBe('ok');
       expect(await sh(n, "dpkg-query -W -f='${Package} ${db:Status-Status}\\n' ipvsadm ipset conntrack")).toBe(
@@ -101,6 +104,7 @@ describe.skipIf(!support.ok)('node phase on lab hosts', () => {
       expect(r.report.hosts[n]!.status).toBe('ok');
       expect(r.report.hosts[n]!.steps.filter((s) => s.status === 'changed')).toEqual([]);
       expect(r.report.hosts[n]!.sshExecs).toBe(1);
+      expect(r.report.hosts[n]!.sshRoundTrips).toBe(1);
       expect(await loadCalls(n)).toEqual(calls[i]);
     }
     expect(r.report.summary.changed).toBe(0);
@@ -202,11 +206,19 @@ describe.skipIf(!support.ok)('node phase on lab hosts', () => {
     expect(ok.report.hosts[n]!.status, ok.out).toBe('changed');
     expect(stepOf(ok, n, 'verify')!.status).toBe('ok');
     expect(ok.out + readFileSync(ok.reportFile, 'utf8')).not.toContain('lab-sudo-secret');
+    // with a password on sudo's stdin, each script has its own exec (no kept shell reading that stdin)
+    expect([ok.report.hosts[n]!.sshExecs, ok.report.hosts[n]!.sshRoundTrips]).toEqual([2, 2]);
     // a non-root login becomes root by default; with become turned off it cannot prepare the node, and says why
     const implicit = await runProvision(writeLabInventory(lab, { hosts: [n], vars: { ansible_user: 'kpm' } }), { becomePassword: 'lab-sudo-secret' });
     expect(implicit.report.hosts[n]!.status).toBe('ok');
     const plain = await runProvision(writeLabInventory(lab, { hosts: [n], vars: { ansible_user: 'kpm', ansible_become: false } }));
     expect(plain.report.hosts[n]!.reason).toMatch(/connected as kpm without root: .* set ansible_become: true/);
+    // sudo without a password: both scripts in one bash kept through sudo -n
+    await lab.reset(n);
+    const nopw = await runProvision(writeLabInventory(lab, { hosts: [n], vars: { ansible_user: LAB_NOPASSWD_USER, ansible_become: true } }));
+    expect(nopw.report.hosts[n]!.status, nopw.out).toBe('changed');
+    expect(stepOf(nopw, n, 'verify')!.status).toBe('ok');
+    expect([nopw.report.hosts[n]!.sshExecs, nopw.report.hosts[n]!.sshRoundTrips]).toEqual([1, 2]);
   });
 
   test('a kernel without ip_vs fails the node before anything is changed, naming the module and modprobe\'s message', async () => {

@@ -60,6 +60,8 @@ test('report: the documented shape', () => {
       { name: 's2', status: 'changed', message: 's2 changed', ms: 3 },
     ],
     sshExecs: 2,
+    // none counted apart: as many as the execs
+    sshRoundTrips: 2,
   });
   expect(r.summary).toMatchObject({ hosts: 4, ok: 1, changed: 1, failed: 1, unreachable: 1, skipped: 0, dryRun: false });
 });
