@@ -70,6 +70,8 @@ interface Sample {
   rssMiB?: number;
   /** per host, from the tool's report */
   execs?: { min: number; max: number; mean: number };
+  /** per host, from the tool's report: scripts sent (several may share one exec) */
+  trips?: { min: number; max: number; mean: number };
   /** per host, counted by sshd on the hosts */
   conns: { min: number; max: number; mean: number };
   changedHosts: number;
@@ -254,6 +256,7 @@ interface RunOutcome {
   rssMiB?: number;
   cpuS?: number;
   execs?: number[];
+  trips?: number[];
   changedHosts: number;
   problems: string[];
 }
@@ -270,7 +273,7 @@ async function runTool(c: Ctx, kind: Kind): Promise<RunOutcome> {
   writeFileSync(path.join(c.work, `${id}.log`), p.stdout + p.stderr);
   const problems: string[] = [];
   const [, rssKb, userS, sysS] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
-  let rep: { hosts: Record<string, { status: string; sshExecs: number; steps: { name: string; status: string }[] }>; summary: Record<string, number> };
+  let rep: { hosts: Record<string, { status: string; sshExecs: number; sshRoundTrips?: number; steps: { name: string; status: string }[] }>; summary: Record<string, number> };
   try {
     rep = JSON.parse(readFileSync(report, 'utf8'));
   } catch {
@@ -288,6 +291,7 @@ async function runTool(c: Ctx, kind: Kind): Promise<RunOutcome> {
     ...(rssKb ? { rssMiB: rssKb / 1024 } : {}),
     ...(userS !== undefined && sysS !== undefined ? { cpuS: userS + sysS } : {}),
     execs: Object.values(rep.hosts).map((h) => h.sshExecs),
+    trips: Object.values(rep.hosts).map((h) => h.sshRoundTrips ?? h.sshExecs),
     changedHosts: s.changed ?? 0,
     problems,
   };
@@ -370,6 +374,7 @@ async function measure(c: Ctx, o: Options, variant: Variant, kind: Kind, rep: nu
     wallS: r.wallS,
     ...(r.rssMiB !== undefined ? { rssMiB: r.rssMiB } : {}),
     ...(r.execs ? { execs: stats(r.execs) } : {}),
+    ...(r.trips ? { trips: stats(r.trips) } : {}),
     conns: stats(conns),
     changedHosts: r.changedHosts,
     problems: r.problems,
@@ -380,7 +385,7 @@ async function measure(c: Ctx, o: Options, variant: Variant, kind: Kind, rep: nu
   };
   const extra = [
     sample.rssMiB !== undefined ? `rss ${sample.rssMiB.toFixed(0)} MiB` : '',
-    sample.execs ? `execs/host ${fmtRange(sample.execs)}` : '',
+    sample.execs ? `execs/host ${fmtRange(sample.execs)}${sample.trips ? ` (round trips ${fmtRange(sample.trips)})` : ''}` : '',
     `conns/host ${fmtRange(sample.conns)}`,
     sample.toolCpuS !== undefined ? `tool cpu ${sample.toolCpuS.toFixed(1)} s` : '',
     `machine ${sample.machineCpu}% busy (${sample.machineCpuS.toFixed(0)} cpu-s, iowait ${(iowait / 100).toFixed(0)} s), load ${load1.toFixed(1)}${quiet === false ? ' (BUSY)' : ''}`,
@@ -509,7 +514,7 @@ function summarize(samples: Sample[], o: Options): string {
     }
   }
   out.push('');
-  out.push('| hosts | first: tool ÷ Ansible | no-op: tool ÷ Ansible | first: tool ÷ floor | no-op: tool ÷ floor | dry (fresh) ÷ floor no-op | tool peak RSS | SSH execs/host first, no-op, dry | connections/host tool, Ansible, floor |');
+  out.push('| hosts | first: tool ÷ Ansible | no-op: tool ÷ Ansible | first: tool ÷ floor | no-op: tool ÷ floor | dry (fresh) ÷ floor no-op | tool peak RSS | SSH execs (round trips)/host first, no-op, dry | connections/host tool, Ansible, floor |');
   out.push('|---:|---:|---:|---:|---:|---:|---:|---|---|');
   for (const n of counts) {
     const t = (k: Kind) => med(n, 'tool', k);
@@ -517,7 +522,8 @@ function summarize(samples: Sample[], o: Options): string {
     const rss = Math.max(0, ...tool.map((s) => s.rssMiB ?? 0));
     const ex = (k: Kind) => {
       const xs = tool.filter((s) => s.kind === k && s.execs);
-      return xs.length ? fmtRange({ min: Math.min(...xs.map((s) => s.execs!.min)), max: Math.max(...xs.map((s) => s.execs!.max)) }) : '-';
+      const range = (pick: (s: Sample) => { min: number; max: number }) => fmtRange({ min: Math.min(...xs.map((s) => pick(s).min)), max: Math.max(...xs.map((s) => pick(s).max)) });
+      return xs.length ? `${range((s) => s.execs!)} (${range((s) => s.trips ?? s.execs!)})` : '-';
     };
     const cn = (v: Variant) => {
       const xs = samples.filter((s) => s.hosts === n && s.variant === v);
