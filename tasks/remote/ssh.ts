@@ -380,10 +380,12 @@ export class RemoteShell {
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.dead = new CommandTimeoutError(`command timed out after ${Math.round(timeoutMs / 1000)}s`);
-        void this.channel?.then((ch) => {
-          ch.signal?.('KILL');
-          ch.close();
-        });
+        this.channel
+          ?.then((ch) => {
+            ch.signal?.('KILL');
+            ch.close();
+          })
+          .catch(() => undefined);
         this.wake?.();
         reject(this.dead);
       }, timeoutMs);
