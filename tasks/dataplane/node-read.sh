@@ -113,8 +113,11 @@ kpm_read() {
       kpm_dp nft "$rc" "$(printf '%s\n' "$out" | kpm_b64)"
     fi
   else
-    # inet too, as status has always shown it; status's leftovers keep to kube-proxy's own (isKubeProxyNftTable)
-    kpm_dp nft 0 "$(nft list tables 2>/dev/null | kpm_nft_kube_proxy_families ip ip6 inet | sed 's/.*/table & kube-proxy/' | kpm_b64)"
+    # kube-proxy's own tables only: an `inet kube-proxy` is someone else's, as status's judgement says
+    # (isKubeProxyNftTable), so status does not show it as kube-proxy's either
+    out=''
+    for fam in $(nft list tables 2>/dev/null | kpm_nft_kube_proxy_families ip ip6); do out+="table $fam kube-proxy"$'\n'; done
+    kpm_dp nft 0 "$(printf '%s' "$out" | kpm_b64)"
   fi
 }
 

@@ -69,7 +69,11 @@ export interface DataplaneSummary {
   kubeIpvs0: string[] | null;
   /** kube-proxy's KUBE-* ipsets; null when not read (ip_set not loaded or ipset missing) */
   ipsets: string[] | null;
-  /** "table ip kube-proxy" lines; null when nf_tables is not in the kernel or nft missing */
+  /**
+   * kube-proxy's own tables, as `table ip kube-proxy` / `table ip6 kube-proxy` lines; null when nf_tables is
+   * not in the kernel or nft is missing; [] also when `nft list tables` itself failed (the summary does not
+   * tell that apart)
+   */
   nftTables: string[] | null;
 }
 

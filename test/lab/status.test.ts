@@ -56,6 +56,8 @@ const full = () => ({ tags: ['node', 'cluster'], cluster: { podTimeoutS: 60, bac
 
 describe.skipIf(!support.ok)('status on lab hosts', () => {
   test('before: every node runs iptables as the ConfigMap ("" = default) says; IPVS prerequisites missing; no leftovers', async () => {
+    // someone else's `inet kube-proxy` table (kube-proxy makes only ip and ip6 ones) is not kube-proxy's
+    expect((await lab.exec(names[0]!, 'nft add table inet kube-proxy')).code).toBe(0);
     const r = await runStatus(true);
     expect(r.code, r.out + r.err).toBe(0);
     const s = r.report!;
@@ -71,8 +73,11 @@ describe.skipIf(!support.ok)('status on lab hosts', () => {
       expect(st.dataplane!.iptables.v4).toMatchObject({ svc: 1, sep: 1, serviceRules: 1 });
       expect(st.dataplane!.ipvs).toBeNull();
       expect(st.dataplane!.kubeIpvs0).toBeNull();
+      expect(st.dataplane!.nftTables).toEqual([]);
     }
     const text = await runStatus(false);
+    expect(text.out).not.toContain('nft kube-proxy');
+    expect((await lab.exec(names[0]!, 'nft delete table inet kube-proxy')).code).toBe(0);
     expect(text.out).toContain('mode: iptables (default)');
     expect(text.out).toMatch(/consistent: every kube-proxy runs iptables/);
   });
